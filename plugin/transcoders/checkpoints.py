@@ -1,0 +1,122 @@
+"""Finding and loading the sparse coders in a run directory.
+
+A run directory written by `transcoders train` holds
+`<run>/<architecture>/<hookpoint>/{cfg.json,sae.safetensors}` and `manifest.json`.
+A plain sparsify checkpoint directory (`<dir>/<hookpoint>/...`, or one hookpoint's
+folder) works too: its architecture is inferred from `cfg.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from natsort import natsorted
+from safetensors import SafetensorError
+from sparsify import SparseCoder, SparseCoderConfig
+
+from . import architectures
+from .architectures import Architecture
+
+CONFIG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that is missing, truncated or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One trained coder on disk."""
+
+    path: Path
+    """Folder holding cfg.json and sae.safetensors."""
+
+    architecture: Architecture
+    hookpoint: str
+    """Module name relative to the model's `base_model`, e.g. `layers.6.mlp`."""
+
+    def config(self) -> SparseCoderConfig:
+        """The coder's sparsify config, with a clear error for a corrupt file."""
+        data = _read_config(self.path)
+        data.pop("d_in", None)
+        return SparseCoderConfig.from_dict(data, drop_extra_fields=True)
+
+    def d_in(self) -> int:
+        return int(_read_config(self.path)["d_in"])
+
+    def load(self, device: str | torch.device = "cpu") -> SparseCoder:
+        """Load through sparsify, naming the file if it is truncated or corrupt."""
+        _read_config(self.path)
+        try:
+            return SparseCoder.load_from_disk(self.path, device=device)
+        except (SafetensorError, OSError, RuntimeError, StopIteration) as err:
+            raise CheckpointError(
+                f"Could not load {self.path / WEIGHTS_FILE}: {err}"
+            ) from err
+
+
+def _read_config(path: Path) -> dict:
+    file = path / CONFIG_FILE
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{file} is missing") from err
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{file} is not valid JSON ({err})") from err
+    if not isinstance(data, dict) or "d_in" not in data:
+        raise CheckpointError(f"{file} is not a sparsify coder config (no 'd_in')")
+    return data
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+def find(run_dir: str | Path) -> list[Checkpoint]:
+    """Every coder under `run_dir`, sorted by architecture then hookpoint."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"{root} is not a directory")
+
+    found = []
+    if _is_checkpoint(root):
+        return [_checkpoint(root, None, root.name)]
+
+    for cfg in root.rglob(CONFIG_FILE):
+        folder = cfg.parent
+        rel = folder.relative_to(root).parts
+        # Skip sparsify's `best/` copies and our in-progress staging folders.
+        if any(part.startswith(".") or part == "best" for part in rel):
+            continue
+        if not _is_checkpoint(folder):
+            raise CheckpointError(f"{folder} has {CONFIG_FILE} but no {WEIGHTS_FILE}")
+        if len(rel) == 2:
+            found.append(_checkpoint(folder, rel[0], rel[1]))
+        elif len(rel) == 1:
+            found.append(_checkpoint(folder, None, rel[0]))
+    if not found:
+        raise CheckpointError(
+            f"No checkpoints in {root}: expected <arch>/<hookpoint>/{CONFIG_FILE} "
+            f"and {WEIGHTS_FILE} (run `transcoders train` first)"
+        )
+    return natsorted(found, key=lambda c: (c.architecture.name, c.hookpoint))
+
+
+def _checkpoint(folder: Path, arch_name: str | None, hookpoint: str) -> Checkpoint:
+    ckpt = Checkpoint(folder, architectures.get("sae"), hookpoint)
+    inferred = architectures.infer(ckpt.config())
+    if arch_name is None:
+        return Checkpoint(folder, inferred, hookpoint)
+
+    arch = architectures.get(arch_name)
+    if arch.reads != inferred.reads:
+        raise CheckpointError(
+            f"{folder}: folder says '{arch.name}' (reads the module {arch.reads}) "
+            f"but cfg.json says transcode={ckpt.config().transcode}"
+        )
+    return Checkpoint(folder, arch, hookpoint)

@@ -1,0 +1,29 @@
+"""The `transcoders` command line: one subcommand per room of the package."""
+
+from __future__ import annotations
+
+import click
+
+from . import architectures
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="transcoders")
+def main() -> None:
+    """Train, evaluate and autointerp SAEs, transcoders and skip transcoders.
+
+    \b
+    Typical session, all offline on the embedded default (SmolLM2-135M-Instruct
+    on Shakespeare):
+      transcoders architectures
+      transcoders train --out runs/demo
+      transcoders evaluate runs/demo
+      transcoders autointerp runs/demo
+    """
+
+
+@main.command("architectures")
+def list_architectures() -> None:
+    """List every registered architecture, plugins included."""
+    for arch in architectures.available().values():
+        click.echo(f"{arch.name:<18} reads module {arch.reads:<6}  {arch.description}")
