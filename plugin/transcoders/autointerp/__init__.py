@@ -1,0 +1,1 @@
+"""Automated interpretability with Delphi for SAEs, transcoders and skip transcoders."""

@@ -1,0 +1,93 @@
+"""Import Delphi's explainers and scorers on machines without vllm.
+
+Why this module exists: in eai-delphi 0.1.3, ``delphi/clients/__init__.py`` imports
+``Offline`` eagerly and ``offline.py`` imports vllm at module level. Explainers and
+scorers only use ``delphi.clients.client``, but Python runs the package ``__init__``
+first, so without vllm (CPU machines, laptops) ``import delphi.explainers`` fails.
+
+What it does: before anything imports ``delphi.clients``, it registers that package
+itself, pointing at Delphi's own ``clients`` directory, so every submodule
+(``client``, ``openrouter``, ``offline``) is Delphi's unmodified code. The package
+exposes ``Client`` and ``OpenRouter`` like the original and imports ``Offline`` only
+when it is first accessed: where vllm is installed that is Delphi's real vLLM client;
+where it is not, the access raises vllm's own ImportError. Nothing fakes vllm.
+
+When it can go: once Delphi's clients package imports vllm lazily (or only from
+``delphi.clients.offline``), delete this module and import Delphi directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+DELPHI_VERSION = "0.1.3"
+INSTALL_HINT = (
+    "CPU machines (no vllm): pip install 'transcoders[autointerp]' && "
+    f"pip install --no-deps eai-delphi=={DELPHI_VERSION}. "
+    "GPU machines with vllm: pip install 'transcoders[gpu]'."
+)
+
+
+class DelphiMissingError(ImportError):
+    """Delphi (eai-delphi) is not installed; the message says how to install it."""
+
+
+def require_delphi() -> ModuleType:
+    """Return the `delphi` package, or raise `DelphiMissingError` with install commands."""
+    if importlib.util.find_spec("delphi") is None:
+        raise DelphiMissingError(
+            f"Autointerp needs EleutherAI's Delphi (eai-delphi), which is not installed. "
+            f"{INSTALL_HINT}"
+        )
+    return importlib.import_module("delphi")
+
+
+def vllm_available() -> bool:
+    """Whether vllm can be imported here (checked without importing it)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def import_delphi() -> ModuleType:
+    """Make `delphi.explainers` and `delphi.scorers` importable, then return `delphi`.
+
+    Idempotent. Call it before the first `import delphi.explainers` /
+    `import delphi.scorers` anywhere in the process.
+    """
+    delphi = require_delphi()
+    if "delphi.clients" not in sys.modules:
+        _register_lazy_clients(delphi)
+    return delphi
+
+
+def _register_lazy_clients(delphi: ModuleType) -> None:
+    clients_dir = Path(delphi.__file__).parent / "clients"
+    spec = importlib.machinery.ModuleSpec("delphi.clients", None, is_package=True)
+    spec.submodule_search_locations = [str(clients_dir)]
+    package = importlib.util.module_from_spec(spec)
+    package.__doc__ = (
+        "Delphi's clients package, registered by transcoders.autointerp.delphi_compat "
+        "so that Offline (and with it vllm) is imported only on first access."
+    )
+    package.__all__ = ["Client", "OpenRouter", "Offline"]
+
+    def __getattr__(name: str):
+        if name == "Offline":
+            offline = importlib.import_module("delphi.clients.offline").Offline
+            package.Offline = offline
+            return offline
+        raise AttributeError(f"module 'delphi.clients' has no attribute {name!r}")
+
+    package.__getattr__ = __getattr__
+    sys.modules["delphi.clients"] = package
+    try:
+        package.Client = importlib.import_module("delphi.clients.client").Client
+        package.OpenRouter = importlib.import_module("delphi.clients.openrouter").OpenRouter
+    except BaseException:
+        del sys.modules["delphi.clients"]
+        raise
+    delphi.clients = package
