@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from . import architectures
+from .evaluation.cli import evaluate_command
+from .training.cli import train_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,3 +29,7 @@ def list_architectures() -> None:
     """List every registered architecture, plugins included."""
     for arch in architectures.available().values():
         click.echo(f"{arch.name:<18} reads module {arch.reads:<6}  {arch.description}")
+
+
+main.add_command(train_command)
+main.add_command(evaluate_command)

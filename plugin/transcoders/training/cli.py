@@ -1,0 +1,73 @@
+"""`transcoders train`."""
+
+from __future__ import annotations
+
+import click
+
+from ..data import EMBEDDED
+from .config import TrainingConfig
+from .train import init_distributed, train
+
+_DEFAULTS = TrainingConfig(out="")
+
+
+def _csv(_ctx, _param, value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.command("train")
+@click.option("--arch", "architectures", default="sae,transcoder,skip-transcoder",
+              show_default=True, callback=_csv,
+              help="Comma-separated architectures (see `transcoders architectures`).")
+@click.option("--hookpoints", default="layers.6.mlp", show_default=True, callback=_csv,
+              help="Comma-separated module names or globs, e.g. 'layers.*.mlp'.")
+@click.option("--model", default=EMBEDDED, show_default=True,
+              help="'embedded' (offline SmolLM2-135M-Instruct), a hub id or a local path.")
+@click.option("--dataset", default=EMBEDDED, show_default=True,
+              help="'embedded' (Shakespeare), a HF dataset id or a folder of .txt/.md files.")
+@click.option("--dataset-split", default=_DEFAULTS.dataset_split, show_default=True,
+              help="HF split for training rows, e.g. 'train[:1%]'.")
+@click.option("--eval-split", default=_DEFAULTS.eval_split, show_default=True,
+              help="HF split for the held-out FVU.")
+@click.option("--k", default=_DEFAULTS.k, show_default=True, help="Active latents per token.")
+@click.option("--expansion-factor", default=_DEFAULTS.expansion_factor, show_default=True,
+              help="Latents per input dimension.")
+@click.option("--num-latents", default=0, show_default=True,
+              help="Exact latent count (overrides --expansion-factor).")
+@click.option("--tokens", default=_DEFAULTS.tokens, show_default=True,
+              help="Training tokens per architecture.")
+@click.option("--eval-tokens", default=_DEFAULTS.eval_tokens, show_default=True,
+              help="Held-out tokens for the manifest's FVU.")
+@click.option("--ctx-len", default=_DEFAULTS.ctx_len, show_default=True)
+@click.option("--batch-size", default=_DEFAULTS.batch_size, show_default=True,
+              help="Sequences per optimizer step.")
+@click.option("--lr", type=float, default=None, help="Learning rate (default: sparsify's rule).")
+@click.option("--seed", default=_DEFAULTS.seed, show_default=True)
+@click.option("--save-every", default=_DEFAULTS.save_every, show_default=True,
+              help="Checkpoint interval in steps.")
+@click.option("--no-truncate", is_flag=True,
+              help="Run the whole model while training (default: stop at the last hooked layer).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run directory to create.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace a different run in --out.")
+def train_command(no_truncate: bool, resume: bool, overwrite: bool, **options) -> None:
+    """Train sparse coders with sparsify's Trainer, all on the same tokens.
+
+    \b
+    Every architecture sees the same token stream (same rows, same order, same
+    seed). Output keeps sparsify's layout, OUT/<arch>/<hookpoint>/{cfg.json,
+    sae.safetensors}, plus OUT/manifest.json with the config, package versions,
+    wall time and held-out FVU per architecture and hookpoint.
+
+    \b
+    Examples:
+      transcoders train --out runs/demo
+      transcoders train --arch transcoder --hookpoints 'layers.*.mlp' --k 64 --out runs/all
+      torchrun --nproc-per-node 8 -m transcoders train --model EleutherAI/pythia-160m \\
+          --dataset EleutherAI/SmolLM2-135M-10B --dataset-split 'train[:1%]' --out runs/p160
+    """
+    init_distributed()
+    cfg = TrainingConfig(truncate=not no_truncate, **options)
+    train(cfg, resume=resume, overwrite=overwrite)

@@ -1,0 +1,79 @@
+"""Configuration of a training run: one token stream, several architectures."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..data import EMBEDDED
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that decides what `train` produces; recorded in the manifest."""
+
+    out: str
+    """Run directory; gets `<arch>/<hookpoint>/` checkpoints and `manifest.json`."""
+
+    architectures: list[str] = field(
+        default_factory=lambda: ["sae", "transcoder", "skip-transcoder"]
+    )
+    """Registry names, trained one after another on the same tokens."""
+
+    hookpoints: list[str] = field(default_factory=lambda: ["layers.6.mlp"])
+    """Module names or globs, relative to the model's `base_model`."""
+
+    model: str = EMBEDDED
+    """`embedded`, a HF hub id or a local model directory."""
+
+    dataset: str = EMBEDDED
+    """`embedded`, a HF dataset id or a local folder of text files."""
+
+    dataset_split: str = "train"
+    """HF split expression for training rows (ignored for embedded/local)."""
+
+    eval_split: str = "validation"
+    """HF split expression for held-out rows (ignored for embedded/local)."""
+
+    k: int = 32
+    """Active latents per token (TopK)."""
+
+    expansion_factor: int = 16
+    """Latents as a multiple of the input width, unless `num_latents` is set."""
+
+    num_latents: int = 0
+    """Exact number of latents; 0 means use `expansion_factor`."""
+
+    tokens: int = 200_000
+    """Training tokens per architecture."""
+
+    eval_tokens: int = 32_768
+    """Held-out tokens for the final FVU in the manifest."""
+
+    ctx_len: int = 256
+    """Tokens per sequence."""
+
+    batch_size: int = 8
+    """Sequences per optimizer step."""
+
+    lr: float | None = None
+    """Learning rate; None lets sparsify choose from the number of latents."""
+
+    seed: int = 0
+    """Seeds the data order and every coder's initialisation."""
+
+    save_every: int = 50
+    """Checkpoint every this many steps (the last good one survives Ctrl-C)."""
+
+    truncate: bool = True
+    """Run the model only up to the last hooked layer while training."""
+
+    device: str = "auto"
+    """`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def identity(self) -> dict:
+        """The fields that make two runs the same run (resumable into each other)."""
+        skip = {"out", "save_every", "device"}
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
