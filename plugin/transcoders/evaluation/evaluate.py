@@ -1,0 +1,326 @@
+"""Splice evaluation of every coder in a run: how much model behaviour each keeps.
+
+For every batch of held-out tokens the model runs once clean, once with each
+hooked module zero-ablated, and once per coder with that module's output replaced
+by the coder's prediction (SAE: from the module's output; transcoders: from its
+input). With `splice_all`, each architecture also replaces all its hookpoints at
+once, and is compared with zero-ablating all of them at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import torch
+from sparsify import SparseCoder
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import checkpoints
+from ..atomic import atomic_path, write_json
+from ..checkpoints import Checkpoint, CheckpointError
+from ..data import EMBEDDED, load_corpus, load_model, tokenize
+from . import metrics
+from .splice import HookpointError, Replacement, check_hookpoints, splice, widths
+from .splice import zero_ablation
+
+RESULTS_JSON = "evaluation.json"
+RESULTS_CSV = "evaluation.csv"
+ALL = "all"
+"""The hookpoint column of a row that splices every hookpoint of an architecture."""
+
+COLUMNS = [
+    "architecture", "hookpoint", "fvu", "explained_variance", "ce_clean",
+    "ce_spliced", "delta_ce", "kl", "ce_zero", "loss_recovered", "l0",
+    "dead_fraction", "num_latents", "k", "tokens", "checkpoint",
+]  # fmt: skip
+
+
+class MissingModelError(ValueError):
+    """A run without a manifest, evaluated without naming the model."""
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate on. Fields left as None come from the run's manifest."""
+
+    run_dir: str
+    """A `transcoders train` run, or any sparsify checkpoint directory."""
+
+    model: str | None = None
+    """Subject model; defaults to the run's. Required for a run without manifest."""
+
+    dataset: str | None = None
+    """Corpus whose held-out split is evaluated; defaults to the run's, else embedded."""
+
+    eval_split: str | None = None
+    """HF split expression for held-out rows (HF datasets only); defaults to the
+    run's, else `validation`."""
+
+    tokens: int = 65_536
+    """Held-out tokens to evaluate (rounded down to whole `ctx_len` rows)."""
+
+    ctx_len: int | None = None
+    """Tokens per sequence; defaults to the run's, else 256."""
+
+    batch_size: int = 8
+    """Sequences per forward pass."""
+
+    seed: int | None = None
+    """Order of the held-out rows; defaults to the run's seed, else 0."""
+
+    splice_all: bool = False
+    """Also splice all hookpoints of each architecture at once."""
+
+    device: str = "auto"
+    """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."""
+
+    def resolve(self, manifest: dict) -> EvalConfig:
+        """Fill the unset fields from the run manifest's `config`, then defaults."""
+        run = manifest.get("config", {})
+        model = self.model or run.get("model")
+        if model is None:
+            raise MissingModelError(
+                f"{self.run_dir} has no {checkpoints.MANIFEST_FILE} saying which "
+                "model its coders were trained on: pass --model"
+            )
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return replace(
+            self,
+            model=model,
+            dataset=self.dataset or run.get("dataset", EMBEDDED),
+            eval_split=self.eval_split or run.get("eval_split", "validation"),
+            ctx_len=self.ctx_len or run.get("ctx_len", 256),
+            seed=self.seed if self.seed is not None else run.get("seed", 0),
+            device=device,
+        )
+
+
+def read_manifest(run_dir: Path) -> dict:
+    file = run_dir / checkpoints.MANIFEST_FILE
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{file} is not valid JSON ({err})") from err
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
+    """Evaluate every coder under `cfg.run_dir`; write and return the results."""
+    run_dir = Path(cfg.run_dir)
+    found = checkpoints.find(run_dir)
+    cfg = cfg.resolve(read_manifest(run_dir))
+    coders = [(ckpt, ckpt.load(cfg.device)) for ckpt in found]
+
+    model, tokenizer = load_model(cfg.model, device=cfg.device)
+    corpus = load_corpus(cfg.dataset, split="eval", hf_split=cfg.eval_split)
+    rows = tokenize(
+        corpus, tokenizer, ctx_len=cfg.ctx_len, max_tokens=cfg.tokens, seed=cfg.seed
+    )
+    input_ids = rows["input_ids"]
+    check_widths(model, found, input_ids[:1, :8].to(cfg.device), cfg.model)
+
+    start = time.time()
+    results = evaluate_coders(
+        model,
+        coders,
+        input_ids.split(cfg.batch_size),
+        splice_all=cfg.splice_all,
+        device=cfg.device,
+        progress=progress,
+    )
+    report = {
+        "config": asdict(cfg),
+        "tokens": input_ids.numel(),
+        "wall_time_s": time.time() - start,
+        "results": results,
+    }
+    save(run_dir, report)
+    return report
+
+
+def check_widths(
+    model: nn.Module, found: list[Checkpoint], input_ids: Tensor, model_name: str
+) -> None:
+    """Every hookpoint exists, and every coder's width fits what it reads and predicts."""
+    hookpoints = sorted({c.hookpoint for c in found})
+    check_hookpoints(model, hookpoints, model_name)
+    sizes = widths(model, hookpoints, input_ids)
+    for ckpt in found:
+        d_in = ckpt.d_in()
+        for site in dict.fromkeys([ckpt.architecture.reads, "output"]):
+            width = sizes[ckpt.hookpoint][site]
+            if width != d_in:
+                raise HookpointError(
+                    f"{ckpt.path / checkpoints.CONFIG_FILE}: coder width d_in={d_in}, "
+                    f"but the {site} of module '{ckpt.hookpoint}' in model "
+                    f"'{model_name}' is {width} wide (was it trained on another model "
+                    "or hookpoint?)"
+                )
+
+
+@dataclass
+class _Spliced:
+    """Running CE and KL of one spliced configuration."""
+
+    ce: metrics.Mean
+    kl: metrics.Mean
+
+
+def _coder_replacement(
+    ckpt: Checkpoint,
+    coder: SparseCoder,
+    recon: metrics.Reconstruction | None = None,
+    latents: metrics.Latents | None = None,
+) -> Replacement:
+    def replacement(inputs: Tensor, outputs: Tensor) -> Tensor:
+        source = inputs if ckpt.architecture.reads == "input" else outputs
+        out = coder(source.flatten(0, 1).to(coder.dtype))
+        if recon is not None:
+            recon.add(out.sae_out, outputs.flatten(0, 1))
+        if latents is not None:
+            latents.add(out.latent_acts, out.latent_indices)
+        return out.sae_out
+
+    return replacement
+
+
+@torch.no_grad()
+def evaluate_coders(
+    model: nn.Module,
+    coders: list[tuple[Checkpoint, SparseCoder]],
+    batches: Iterable[Tensor],
+    *,
+    splice_all: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> list[dict]:
+    """One result row per coder (and per architecture with `splice_all`).
+
+    The clean logits of each batch are computed once and shared by every coder.
+    Reconstruction and latent statistics come from the single-hookpoint splices,
+    where the module sees exactly its clean input.
+    """
+    hookpoints = sorted({c.hookpoint for c, _ in coders})
+    groups: dict[str, list[int]] = {}
+    for i, (ckpt, _) in enumerate(coders):
+        groups.setdefault(ckpt.architecture.name, []).append(i)
+
+    ce_clean = metrics.Mean()
+    ce_zero = {h: metrics.Mean() for h in hookpoints}
+    single = [_Spliced(metrics.Mean(), metrics.Mean()) for _ in coders]
+    recon = [metrics.Reconstruction() for _ in coders]
+    latents = [metrics.Latents(coder.num_latents) for _, coder in coders]
+    together = {a: _Spliced(metrics.Mean(), metrics.Mean()) for a in groups}
+    zero_sets = {frozenset(coders[i][0].hookpoint for i in g) for g in groups.values()}
+    ce_zero_together = {s: metrics.Mean() for s in zero_sets} if splice_all else {}
+
+    def run(ids: Tensor, replacements: dict[str, Replacement]) -> Tensor:
+        with splice(model, replacements):
+            return model(ids, use_cache=False).logits
+
+    batches = list(batches)
+    for ids in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
+        ids = ids.to(device)
+        logits = model(ids, use_cache=False).logits
+        ce_clean.add(metrics.next_token_nll(logits, ids))
+        clean_logp = logits.float().log_softmax(-1)
+        del logits
+
+        def measure(spliced: _Spliced, replacements: dict[str, Replacement]) -> None:
+            logits = run(ids, replacements)
+            spliced.ce.add(metrics.next_token_nll(logits, ids))
+            spliced.kl.add(metrics.next_token_kl(clean_logp, logits))
+
+        for h in hookpoints:
+            ce_zero[h].add(metrics.next_token_nll(run(ids, {h: zero_ablation}), ids))
+        for s, mean in ce_zero_together.items():
+            logits = run(ids, {h: zero_ablation for h in s})
+            mean.add(metrics.next_token_nll(logits, ids))
+
+        for i, (ckpt, coder) in enumerate(coders):
+            fn = _coder_replacement(ckpt, coder, recon[i], latents[i])
+            measure(single[i], {ckpt.hookpoint: fn})
+
+        if splice_all:
+            for arch, members in groups.items():
+                fns = {
+                    coders[i][0].hookpoint: _coder_replacement(*coders[i])
+                    for i in members
+                }
+                measure(together[arch], fns)
+
+    clean = ce_clean.value
+    results = []
+    for i, (ckpt, coder) in enumerate(coders):
+        fvu = recon[i].fvu
+        row = _row(ckpt.architecture.name, ckpt.hookpoint, clean, single[i],
+                   ce_zero[ckpt.hookpoint].value, latents[i].tokens)  # fmt: skip
+        row.update(
+            fvu=fvu,
+            explained_variance=1 - fvu,
+            l0=latents[i].l0,
+            dead_fraction=latents[i].dead_fraction,
+            num_latents=coder.num_latents,
+            k=coder.cfg.k,
+            checkpoint=str(ckpt.path),
+            firing_histogram=latents[i].histogram(),
+        )
+        results.append(row)
+    if splice_all:
+        for arch, members in groups.items():
+            spliced = sorted(coders[i][0].hookpoint for i in members)
+            zero = ce_zero_together[frozenset(spliced)].value
+            tokens = latents[members[0]].tokens
+            row = _row(arch, ALL, clean, together[arch], zero, tokens)
+            row["spliced_hookpoints"] = spliced
+            results.append(row)
+    return results
+
+
+def _row(
+    arch: str, hookpoint: str, clean: float, spliced: _Spliced, zero: float, tokens: int
+) -> dict:
+    ce = spliced.ce.value
+    return {
+        "architecture": arch,
+        "hookpoint": hookpoint,
+        "ce_clean": clean,
+        "ce_spliced": ce,
+        "delta_ce": ce - clean,
+        "kl": spliced.kl.value,
+        "ce_zero": zero,
+        "loss_recovered": metrics.loss_recovered(clean, ce, zero),
+        "tokens": tokens,
+    }
+
+
+def table(results: list[dict]) -> pd.DataFrame:
+    """The result rows as a frame with the CSV's columns (blank where not defined)."""
+    return pd.DataFrame(results).reindex(columns=COLUMNS)
+
+
+def save(run_dir: Path, report: dict) -> None:
+    """Write evaluation.json (NaN as null) and evaluation.csv, each atomically."""
+    write_json(run_dir / RESULTS_JSON, _nan_to_none(report))
+    with atomic_path(run_dir / RESULTS_CSV) as tmp:
+        table(report["results"]).to_csv(tmp, index=False)
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
