@@ -19,6 +19,8 @@ from typing import Any, Literal, Mapping
 
 from sparsify import SparseCoderConfig
 
+from .errors import UserError
+
 ENTRY_POINT_GROUP = "transcoders.architectures"
 
 Site = Literal["input", "output"]
@@ -85,7 +87,7 @@ BUILTIN = (
 )
 
 
-class UnknownArchitecture(KeyError):
+class UnknownArchitecture(UserError, KeyError):
     """Raised for a name that no built-in or plugin architecture has."""
 
     def __str__(self) -> str:

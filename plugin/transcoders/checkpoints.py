@@ -19,13 +19,14 @@ from sparsify import SparseCoder, SparseCoderConfig
 
 from . import architectures
 from .architectures import Architecture
+from .errors import UserError
 
 CONFIG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
 MANIFEST_FILE = "manifest.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint directory that is missing, truncated or inconsistent."""
 
 

@@ -5,11 +5,22 @@ from __future__ import annotations
 import click
 
 from . import architectures
+from .errors import UserError
 from .evaluation.cli import evaluate_command
 from .training.cli import train_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Prints user errors as one line; bugs keep their traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as err:
+            raise click.ClickException(str(err)) from err
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="transcoders")
 def main() -> None:
     """Train, evaluate and autointerp SAEs, transcoders and skip transcoders.

