@@ -9,6 +9,7 @@ once, and is compared with zero-ablating all of them at once.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import time
@@ -26,9 +27,10 @@ from .. import checkpoints
 from ..atomic import atomic_path, write_json
 from ..checkpoints import Checkpoint, CheckpointError
 from ..data import EMBEDDED, load_corpus, load_model, tokenize
+from ..errors import UserError
+from ..training.train import HookpointError, module_widths
 from . import metrics
-from .splice import HookpointError, Replacement, check_hookpoints, splice, widths
-from .splice import zero_ablation
+from .splice import Replacement, base_of, splice, zero_ablation
 
 RESULTS_JSON = "evaluation.json"
 RESULTS_CSV = "evaluation.csv"
@@ -42,7 +44,7 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-class MissingModelError(ValueError):
+class MissingModelError(UserError, ValueError):
     """A run without a manifest, evaluated without naming the model."""
 
 
@@ -118,16 +120,17 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Evaluate every coder under `cfg.run_dir`; write and return the results."""
     run_dir = Path(cfg.run_dir)
     found = checkpoints.find(run_dir)
-    cfg = cfg.resolve(read_manifest(run_dir))
+    manifest = read_manifest(run_dir)
+    cfg = cfg.resolve(manifest)
     coders = [(ckpt, ckpt.load(cfg.device)) for ckpt in found]
 
     model, tokenizer = load_model(cfg.model, device=cfg.device)
+    check_hookpoints(model, found, cfg.model)
     corpus = load_corpus(cfg.dataset, split="eval", hf_split=cfg.eval_split)
     rows = tokenize(
         corpus, tokenizer, ctx_len=cfg.ctx_len, max_tokens=cfg.tokens, seed=cfg.seed
     )
-    input_ids = rows["input_ids"]
-    check_widths(model, found, input_ids[:1, :8].to(cfg.device), cfg.model)
+    input_ids = rows[:]["input_ids"]
 
     start = time.time()
     results = evaluate_coders(
@@ -138,8 +141,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         device=cfg.device,
         progress=progress,
     )
+    # A run interrupted mid-architecture leaves its last intermediate checkpoint.
+    status = {a: r.get("status") for a, r in manifest.get("architectures", {}).items()}
     report = {
         "config": asdict(cfg),
+        "incomplete": sorted(
+            {c.architecture.name for c in found if status.get(c.architecture.name, "complete") != "complete"}
+        ),
         "tokens": input_ids.numel(),
         "wall_time_s": time.time() - start,
         "results": results,
@@ -148,23 +156,28 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     return report
 
 
-def check_widths(
-    model: nn.Module, found: list[Checkpoint], input_ids: Tensor, model_name: str
-) -> None:
-    """Every hookpoint exists, and every coder's width fits what it reads and predicts."""
-    hookpoints = sorted({c.hookpoint for c in found})
-    check_hookpoints(model, hookpoints, model_name)
-    sizes = widths(model, hookpoints, input_ids)
+def check_hookpoints(model: nn.Module, found: list[Checkpoint], model_name: str) -> None:
+    """Every checkpoint's hookpoint exists in the model, and the coder's width fits
+    both the activation it reads and the output it predicts."""
+    names = [n for n, _ in base_of(model).named_modules() if n]
     for ckpt in found:
-        d_in = ckpt.d_in()
+        if ckpt.hookpoint not in names:
+            close = difflib.get_close_matches(ckpt.hookpoint, names, n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise HookpointError(
+                f"{ckpt.path}: model '{model_name}' has no module '{ckpt.hookpoint}' "
+                f"(hookpoints are module names relative to its base_model).{hint}"
+            )
+    sizes = module_widths(model, sorted({c.hookpoint for c in found}))
+    for ckpt in found:
+        d_in, site_widths = ckpt.d_in(), dict(zip(("input", "output"), sizes[ckpt.hookpoint]))
         for site in dict.fromkeys([ckpt.architecture.reads, "output"]):
-            width = sizes[ckpt.hookpoint][site]
-            if width != d_in:
+            if site_widths[site] != d_in:
                 raise HookpointError(
                     f"{ckpt.path / checkpoints.CONFIG_FILE}: coder width d_in={d_in}, "
                     f"but the {site} of module '{ckpt.hookpoint}' in model "
-                    f"'{model_name}' is {width} wide (was it trained on another model "
-                    "or hookpoint?)"
+                    f"'{model_name}' is {site_widths[site]} wide (trained on another "
+                    "model or hookpoint?)"
                 )
 
 
@@ -284,7 +297,8 @@ def evaluate_coders(
             row = _row(arch, ALL, clean, together[arch], zero, tokens)
             row["spliced_hookpoints"] = spliced
             results.append(row)
-    return results
+    # Each architecture's splice-all row right after its single-hookpoint rows.
+    return sorted(results, key=lambda r: (r["architecture"], r["hookpoint"] == ALL))
 
 
 def _row(
@@ -306,7 +320,8 @@ def _row(
 
 def table(results: list[dict]) -> pd.DataFrame:
     """The result rows as a frame with the CSV's columns (blank where not defined)."""
-    return pd.DataFrame(results).reindex(columns=COLUMNS)
+    frame = pd.DataFrame(results).reindex(columns=COLUMNS)
+    return frame.astype({"num_latents": "Int64", "k": "Int64"})
 
 
 def save(run_dir: Path, report: dict) -> None:

@@ -1,0 +1,157 @@
+"""`transcoders evaluate` on a whole run directory: files, table, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sparsify import SparseCoder
+from tiny_eval import D, MLP, random_coder, save_model_dir, save_run, write_corpus
+
+from transcoders import architectures
+from transcoders.cli import main
+from transcoders.evaluation.evaluate import COLUMNS
+
+ARGS = ["--tokens", "256", "--batch-size", "4", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_model_dir(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def make_run(path, model_dir, corpus_dir, coders, status="complete"):
+    save_run(path, coders)
+    archs = {arch for arch, _ in coders}
+    manifest = {
+        "config": {"model": str(model_dir), "dataset": str(corpus_dir), "ctx_len": 16,
+                   "seed": 0, "hookpoints": sorted({h for _, h in coders})},
+        "architectures": {arch: {"status": status} for arch in archs},
+    }  # fmt: skip
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def evaluate_cli(*args):
+    return CliRunner().invoke(main, ["evaluate", *map(str, args)])
+
+
+def strict_json(path):
+    def refuse(constant):
+        raise ValueError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, model_dir, corpus_dir):
+    coders = {("sae", MLP): random_coder("sae"), ("transcoder", MLP): random_coder("transcoder")}
+    return make_run(tmp_path_factory.mktemp("run"), model_dir, corpus_dir, coders)
+
+
+def test_evaluate_writes_files_and_prints_table(run, model_dir):
+    result = evaluate_cli(run, *ARGS, "--splice-all")
+    assert result.exit_code == 0, result.output
+    for word in ["architecture", "delta_ce", "loss_recovered", "dead_fraction", "sae", "transcoder"]:
+        assert word in result.output
+
+    report = strict_json(run / "evaluation.json")
+    assert report["config"]["model"] == str(model_dir)
+    assert report["config"]["ctx_len"] == 16
+    assert report["tokens"] == 256
+    rows = {(r["architecture"], r["hookpoint"]): r for r in report["results"]}
+    assert set(rows) == {("sae", MLP), ("transcoder", MLP), ("sae", "all"), ("transcoder", "all")}
+    for arch in ["sae", "transcoder"]:
+        single, together = rows[arch, MLP], rows[arch, "all"]
+        assert single["fvu"] > 0 and single["l0"] > 0
+        assert single["explained_variance"] == pytest.approx(1 - single["fvu"])
+        assert single["delta_ce"] == pytest.approx(single["ce_spliced"] - single["ce_clean"])
+        # One hookpoint: splicing "all" of them is the same splice.
+        assert together["ce_spliced"] == pytest.approx(single["ce_spliced"], rel=1e-6)
+        assert "fvu" not in together  # reconstruction is per coder
+    assert len({r["ce_clean"] for r in rows.values()}) == 1
+
+    csv = pd.read_csv(run / "evaluation.csv")
+    assert list(csv.columns) == COLUMNS
+    assert len(csv) == 4
+    assert not list(run.glob(".evaluation*"))  # no temporary files left
+
+
+def test_incomplete_architecture_is_flagged(tmp_path, model_dir, corpus_dir):
+    run = make_run(tmp_path, model_dir, corpus_dir, {("sae", MLP): random_coder("sae")},
+                   status="running")  # fmt: skip
+    result = evaluate_cli(run, *ARGS)
+    assert result.exit_code == 0, result.output
+    assert "training of 'sae' did not complete" in result.output
+
+
+def test_plain_sparsify_folder_needs_model(tmp_path, model_dir, corpus_dir):
+    random_coder("skip-transcoder").save_to_disk(tmp_path / MLP)
+    result = evaluate_cli(tmp_path, *ARGS, "--dataset", corpus_dir, "--ctx-len", 16)
+    assert result.exit_code != 0
+    assert "pass --model" in result.output
+
+    result = evaluate_cli(tmp_path, *ARGS, "--dataset", corpus_dir, "--ctx-len", 16,
+                          "--model", model_dir)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = strict_json(tmp_path / "evaluation.json")["results"]
+    assert row["architecture"] == "skip-transcoder"
+
+
+def test_no_checkpoints(tmp_path):
+    result = evaluate_cli(tmp_path, *ARGS)
+    assert result.exit_code == 1
+    assert f"No checkpoints in {tmp_path}" in result.output
+
+
+def test_width_mismatch_names_file_and_module(tmp_path, model_dir, corpus_dir):
+    cfg = architectures.get("sae").coder_config(num_latents=64, k=4)
+    coders = {("sae", MLP): SparseCoder(D // 2, cfg)}
+    run = make_run(tmp_path, model_dir, corpus_dir, coders)
+    result = evaluate_cli(run, *ARGS)
+    assert result.exit_code == 1
+    assert str(run / "sae" / MLP / "cfg.json") in result.output
+    assert f"d_in={D // 2}" in result.output and f"'{MLP}'" in result.output
+
+
+def test_missing_hookpoint_suggests_close_names(tmp_path, model_dir, corpus_dir):
+    run = make_run(tmp_path, model_dir, corpus_dir, {("sae", "layers.7.mlp"): random_coder("sae")})
+    result = evaluate_cli(run, *ARGS)
+    assert result.exit_code == 1
+    assert "no module 'layers.7.mlp'" in result.output
+    assert f"'{MLP}'" in result.output
+
+
+def test_truncated_weights_name_the_file(tmp_path, model_dir, corpus_dir):
+    run = make_run(tmp_path, model_dir, corpus_dir, {("sae", MLP): random_coder("sae")})
+    weights = run / "sae" / MLP / "sae.safetensors"
+    weights.write_bytes(weights.read_bytes()[:300])
+    result = evaluate_cli(run, *ARGS)
+    assert result.exit_code == 1
+    assert f"Could not load {weights}" in result.output
+
+
+def test_corrupt_config_names_the_file(tmp_path, model_dir, corpus_dir):
+    run = make_run(tmp_path, model_dir, corpus_dir, {("sae", MLP): random_coder("sae")})
+    cfg = run / "sae" / MLP / "cfg.json"
+    cfg.write_text(cfg.read_text()[:20])
+    result = evaluate_cli(run, *ARGS)
+    assert result.exit_code == 1
+    assert f"{cfg} is not valid JSON" in result.output
+
+
+def test_corrupt_manifest_names_the_file(tmp_path, model_dir, corpus_dir):
+    run = make_run(tmp_path, model_dir, corpus_dir, {("sae", MLP): random_coder("sae")})
+    (run / "manifest.json").write_text("{")
+    result = evaluate_cli(run, *ARGS)
+    assert result.exit_code == 1
+    assert f"{run / 'manifest.json'} is not valid JSON" in result.output
+    shutil.rmtree(run)
