@@ -1,8 +1,12 @@
 """Crash-safe checkpoints around sparsify's Trainer.
 
-sparsify writes a checkpoint in place, file by file, so a run killed mid-save
-leaves a folder that mixes two steps. This subclass saves into a staging folder
-and swaps it in with renames; it can go once sparsify's own save is atomic.
+Two workarounds for sparsify 1.3.3, kept here; drop each when sparsify fixes it:
+- it writes a checkpoint in place, file by file, so a run killed mid-save leaves a
+  folder that mixes two steps. We save into a staging folder and swap it in with
+  renames.
+- it saves inside its batch loop before counting the batch just trained, so the
+  `global_step` in state.pt is one short and a resume trains that batch twice. We
+  record the number of batches actually done.
 """
 
 from __future__ import annotations
@@ -49,11 +53,15 @@ class AtomicTrainer(Trainer):
         if dist.is_initialized():
             dist.barrier()
 
+        step = self.global_step
+        finished = step >= len(self.dataset) // self.cfg.batch_size
         self.cfg.save_dir = str(staging_root)
+        self.global_step = step if finished else step + 1
         try:
             super().save()
         finally:
             self.cfg.save_dir = real_dir
+            self.global_step = step
 
         if _rank_zero():
             # Record the real location, not the staging one, in sparsify's config.

@@ -187,6 +187,15 @@ def train(
 
     device = _device(cfg.device)
     model, tokenizer = load_model(cfg.model, device=device)
+    hookpoints = resolve_hookpoints(model, cfg.hookpoints)
+    widths = module_widths(model, hookpoints)
+    num_latents = {
+        hp: cfg.num_latents or d_out * cfg.expansion_factor
+        for hp, (_, d_out) in widths.items()
+    }
+    for arch in archs:
+        check_applicable(arch, widths, min(num_latents.values()), cfg.k)
+
     train_rows = tokenize(
         load_corpus(cfg.dataset, "train", hf_split=cfg.dataset_split),
         tokenizer, ctx_len=cfg.ctx_len, max_tokens=cfg.tokens, seed=cfg.seed,
@@ -204,13 +213,6 @@ def train(
             f"{len(train_rows)} training sequences is less than one batch "
             f"({cfg.batch_size}); raise --tokens or lower --batch-size"
         )
-
-    hookpoints = resolve_hookpoints(model, cfg.hookpoints)
-    widths = module_widths(model, hookpoints)
-    d_out = {w[1] for w in widths.values()}
-    num_latents = cfg.num_latents or min(d_out) * cfg.expansion_factor
-    for arch in archs:
-        check_applicable(arch, widths, num_latents, cfg.k)
 
     manifest.update(
         format=1,
@@ -235,7 +237,7 @@ def train(
             continue
 
         coder_cfg = arch.coder_config(
-            k=cfg.k, expansion_factor=cfg.expansion_factor, num_latents=num_latents
+            k=cfg.k, expansion_factor=cfg.expansion_factor, num_latents=cfg.num_latents
         )
         train_cfg = TrainConfig(
             coder_cfg,
