@@ -16,7 +16,9 @@ PRINTED = [
 
 
 @click.command("evaluate")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 @click.option("--tokens", default=EvalConfig.tokens, show_default=True,
               help="Held-out tokens to evaluate.")
 @click.option("--model", help="Subject model (default: the run's; required for a "
@@ -25,10 +27,12 @@ PRINTED = [
               "run's, else embedded).")
 @click.option("--eval-split", help="HF split expression for held-out rows of an HF "
               "dataset (default: the run's, else validation).")
-@click.option("--ctx-len", type=int, help="Tokens per sequence (default: the run's, else 256).")
+@click.option("--ctx-len", type=int,
+              help="Tokens per sequence (default: the run's, else 256).")
 @click.option("--batch-size", default=EvalConfig.batch_size, show_default=True,
               help="Sequences per forward pass.")
-@click.option("--seed", type=int, help="Order of held-out rows (default: the run's seed).")
+@click.option("--seed", type=int,
+              help="Order of held-out rows (default: the run's seed).")
 @click.option("--splice-all", is_flag=True,
               help="Also splice all hookpoints of each architecture at once.")
 @click.option("--device", default=EvalConfig.device, show_default=True,
@@ -60,7 +64,8 @@ def evaluate_command(run_dir: Path, **options) -> None:
             err=True,
         )
     frame = table(report["results"])[PRINTED]
-    click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    text = frame.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+    click.echo(text)
     click.echo(
         f"\n{report['tokens']} tokens of {report['config']['dataset']} on "
         f"{report['config']['model']}; wrote {run_dir / RESULTS_JSON} and "

@@ -13,7 +13,7 @@ import difflib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -59,7 +59,8 @@ class EvalConfig:
     """Subject model; defaults to the run's. Required for a run without manifest."""
 
     dataset: str | None = None
-    """Corpus whose held-out split is evaluated; defaults to the run's, else embedded."""
+    """Corpus whose held-out split is evaluated; defaults to the run's, else
+    embedded."""
 
     eval_split: str | None = None
     """HF split expression for held-out rows (HF datasets only); defaults to the
@@ -141,13 +142,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         device=cfg.device,
         progress=progress,
     )
-    # A run interrupted mid-architecture leaves its last intermediate checkpoint.
-    status = {a: r.get("status") for a, r in manifest.get("architectures", {}).items()}
     report = {
         "config": asdict(cfg),
-        "incomplete": sorted(
-            {c.architecture.name for c in found if status.get(c.architecture.name, "complete") != "complete"}
-        ),
+        "incomplete": incomplete(manifest, found),
         "tokens": input_ids.numel(),
         "wall_time_s": time.time() - start,
         "results": results,
@@ -156,7 +153,17 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     return report
 
 
-def check_hookpoints(model: nn.Module, found: list[Checkpoint], model_name: str) -> None:
+def incomplete(manifest: dict, found: list[Checkpoint]) -> list[str]:
+    """Architectures whose training the manifest does not mark complete: a run
+    interrupted mid-architecture leaves its last intermediate checkpoint."""
+    status = {a: r.get("status") for a, r in manifest.get("architectures", {}).items()}
+    names = {c.architecture.name for c in found}
+    return sorted(a for a in names if status.get(a, "complete") != "complete")
+
+
+def check_hookpoints(
+    model: nn.Module, found: list[Checkpoint], model_name: str
+) -> None:
     """Every checkpoint's hookpoint exists in the model, and the coder's width fits
     both the activation it reads and the output it predicts."""
     names = [n for n, _ in base_of(model).named_modules() if n]
@@ -170,7 +177,8 @@ def check_hookpoints(model: nn.Module, found: list[Checkpoint], model_name: str)
             )
     sizes = module_widths(model, sorted({c.hookpoint for c in found}))
     for ckpt in found:
-        d_in, site_widths = ckpt.d_in(), dict(zip(("input", "output"), sizes[ckpt.hookpoint]))
+        d_in = ckpt.d_in()
+        site_widths = dict(zip(("input", "output"), sizes[ckpt.hookpoint]))
         for site in dict.fromkeys([ckpt.architecture.reads, "output"]):
             if site_widths[site] != d_in:
                 raise HookpointError(
@@ -185,8 +193,8 @@ def check_hookpoints(model: nn.Module, found: list[Checkpoint], model_name: str)
 class _Spliced:
     """Running CE and KL of one spliced configuration."""
 
-    ce: metrics.Mean
-    kl: metrics.Mean
+    ce: metrics.Mean = field(default_factory=metrics.Mean)
+    kl: metrics.Mean = field(default_factory=metrics.Mean)
 
 
 def _coder_replacement(
@@ -230,10 +238,10 @@ def evaluate_coders(
 
     ce_clean = metrics.Mean()
     ce_zero = {h: metrics.Mean() for h in hookpoints}
-    single = [_Spliced(metrics.Mean(), metrics.Mean()) for _ in coders]
+    single = [_Spliced() for _ in coders]
     recon = [metrics.Reconstruction() for _ in coders]
     latents = [metrics.Latents(coder.num_latents) for _, coder in coders]
-    together = {a: _Spliced(metrics.Mean(), metrics.Mean()) for a in groups}
+    together = {a: _Spliced() for a in groups}
     zero_sets = {frozenset(coders[i][0].hookpoint for i in g) for g in groups.values()}
     ce_zero_together = {s: metrics.Mean() for s in zero_sets} if splice_all else {}
 
@@ -244,7 +252,7 @@ def evaluate_coders(
     batches = list(batches)
     for ids in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
         ids = ids.to(device)
-        logits = model(ids, use_cache=False).logits
+        logits = run(ids, {})
         ce_clean.add(metrics.next_token_nll(logits, ids))
         clean_logp = logits.float().log_softmax(-1)
         del logits
@@ -276,8 +284,11 @@ def evaluate_coders(
     results = []
     for i, (ckpt, coder) in enumerate(coders):
         fvu = recon[i].fvu
-        row = _row(ckpt.architecture.name, ckpt.hookpoint, clean, single[i],
-                   ce_zero[ckpt.hookpoint].value, latents[i].tokens)  # fmt: skip
+        zero = ce_zero[ckpt.hookpoint].value
+        row = _row(
+            ckpt.architecture.name, ckpt.hookpoint, clean, single[i], zero,
+            latents[i].tokens,
+        )  # fmt: skip
         row.update(
             fvu=fvu,
             explained_variance=1 - fvu,
