@@ -1,4 +1,4 @@
-"""MkDocs hook: inline result CSVs into pages at build time, so no number is typed.
+"""MkDocs hook: inline result files into pages at build time, so no number is typed.
 
 A page marks a region like this:
 
@@ -7,57 +7,87 @@ A page marks a region like this:
         ...
     <!-- /csv-table -->
 
-The path is relative to the folder holding mkdocs.yml. If the CSV exists, the
-region is replaced by a Markdown table of its rows and a line naming the file;
-otherwise the region (the notice) is kept as written.
+or, for a list of records inside a JSON file,
+
+    <!-- json-table: reproductions/results/embedded/results.json comparisons -->
+    ...
+    <!-- /json-table -->
+
+Paths are relative to the folder holding mkdocs.yml. If the file exists, the region
+is replaced by a Markdown table of its rows and a line naming the file; otherwise
+the region (the notice) is kept as written.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import math
 import re
 from pathlib import Path
 
 REGION = re.compile(
-    r"<!-- csv-table: (?P<path>\S+) -->\n(?P<notice>.*?)<!-- /csv-table -->",
+    r"<!-- (?P<kind>csv|json)-table: (?P<path>\S+)(?: (?P<key>\w+))? -->\n"
+    r"(?P<notice>.*?)<!-- /(?P=kind)-table -->",
     re.S,
 )
+FLOAT = re.compile(r"[-+]?\d*\.\d+(e[-+]?\d+)?|[-+]?\d+e[-+]?\d+", re.I)
 
 
-def cell(text: str) -> str:
-    """Floats to 4 significant figures; everything else as written."""
-    text = text.strip()
-    if re.fullmatch(r"[-+]?\d*\.\d+(e[-+]?\d+)?|[-+]?\d+e[-+]?\d+", text, re.I):
+def cell(value) -> str:
+    """Floats to 4 significant figures, missing values as a dash, the rest as written."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value).strip()
+    if FLOAT.fullmatch(text):
         return f"{float(text):.4g}"
-    return text.replace("|", r"\|")
+    return (text or "–").replace("|", r"\|")
 
 
-def markdown_table(path: Path) -> str:
-    """The CSV as a Markdown table, with its source named below it."""
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise ValueError(f"{path} is empty")
-    header, body = rows[0], rows[1:]
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """Rows under a header, as a Markdown table."""
     lines = [
         "| " + " | ".join(cell(h) for h in header) + " |",
         "|" + "---|" * len(header),
-        *("| " + " | ".join(cell(c) for c in row) + " |" for row in body),
+        *("| " + " | ".join(cell(c) for c in row) + " |" for row in rows),
     ]
     return "\n".join(lines) + "\n"
 
 
+def read_csv(path: Path) -> tuple[list[str], list[list]]:
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path} is empty")
+    return rows[0], rows[1:]
+
+
+def read_json_records(path: Path, key: str) -> tuple[list[str], list[list]]:
+    records = json.loads(path.read_text())[key]
+    header = list(dict.fromkeys(k for r in records for k in r))
+    return header, [[r.get(k) for k in header] for r in records]
+
+
 def render(markdown: str, root: Path) -> str:
-    """Replace every csv-table region whose CSV exists under `root`."""
+    """Replace every table region whose file exists under `root`."""
 
     def replace(match: re.Match) -> str:
         rel = match["path"]
         path = root / rel
         if not path.is_file():
             return match[0]
+        if match["kind"] == "csv":
+            header, rows = read_csv(path)
+            source = f"`{rel}`"
+        else:
+            header, rows = read_json_records(path, match["key"])
+            source = f"`{match['key']}` in `{rel}`"
         return (
-            f'<div class="csv-table" markdown>\n\n{markdown_table(path)}\n'
-            f"*Generated at build time from `{rel}`; floats shown to 4 significant "
+            f'<div class="{match["kind"]}-table generated-table" markdown>\n\n'
+            f"{markdown_table(header, rows)}\n"
+            f"*Generated at build time from {source}; floats shown to 4 significant "
             "figures.*\n\n</div>\n"
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import shutil
 import subprocess
 import sys
@@ -21,17 +22,22 @@ from urllib.parse import urljoin
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TABLE1_CSV = "reproductions/results/embedded/table1.csv"
+RESULTS = "reproductions/results/embedded"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-NO_RESULT = "No result has been generated yet"
+NO_RESULT = ("No result has been generated yet", "No comparison has been generated yet")
 
-# A rendering fixture only: these rows are not results, and the test checks that
+# Rendering fixtures only: these rows are not results, and the test checks that
 # they reach the page unchanged, rounding aside.
-FIXTURE_CSV = (
-    "architecture,fvu,note\n"
-    "fixture-sae,0.123456,rendering fixture - not a result\n"
-    "fixture-transcoder,0.0654321,rendering fixture - not a result\n"
-)
+FIXTURE = {
+    "table1.csv": (
+        "architecture,fvu,note\n"
+        "fixture-sae,0.123456,rendering fixture - not a result\n"
+        "fixture-transcoder,0.0654321,rendering fixture - not a result\n"
+    ),
+    "results.json": json.dumps(
+        {"comparisons": [{"comparison": "fixture-a - fixture-b", "delta_ce": -0.01234567}]}
+    ),
+}
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
@@ -39,16 +45,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def build_site(tmp: Path, csv: str | None) -> Path:
-    """Build the docs from a copy of the sources; `csv` is written as table1.csv."""
+def build_site(tmp: Path, results: dict[str, str] | None) -> Path:
+    """Build the docs from a copy of the sources, with `results` (file name ->
+    contents) written into the results folder."""
     src = tmp / "src"
     src.mkdir()
     shutil.copy(REPO / "mkdocs.yml", src / "mkdocs.yml")
     shutil.copytree(REPO / "docs", src / "docs")
     (src / "plugin").symlink_to(REPO / "plugin")
-    if csv is not None:
-        (src / TABLE1_CSV).parent.mkdir(parents=True)
-        (src / TABLE1_CSV).write_text(csv)
+    for name, text in (results or {}).items():
+        (src / RESULTS).mkdir(parents=True, exist_ok=True)
+        (src / RESULTS / name).write_text(text)
     site = tmp / "site"
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
@@ -104,13 +111,13 @@ def rendered_dom(url: str, profile: Path) -> str:
 
 
 class Page(HTMLParser):
-    """Collects navigation links and the cells of the results table."""
+    """Collects navigation links and the cells of the generated result tables."""
 
     def __init__(self) -> None:
         super().__init__()
         self.nav_links: list[str] = []
         self.table_cells: list[str] = []
-        self._depth = 0  # >0 while inside the generated csv-table div
+        self._depth = 0  # >0 while inside a generated table div
         self._cell: list[str] | None = None
 
     def handle_starttag(self, tag, attrs):
@@ -118,7 +125,7 @@ class Page(HTMLParser):
         classes = (attrs.get("class") or "").split()
         if tag == "a" and "md-nav__link" in classes and attrs.get("href"):
             self.nav_links.append(attrs["href"])
-        if tag == "div" and ("csv-table" in classes or self._depth):
+        if tag == "div" and ("generated-table" in classes or self._depth):
             self._depth += 1
         if self._depth and tag in ("td", "th"):
             self._cell = []
@@ -142,18 +149,19 @@ def parse(dom: str) -> Page:
 
 
 def test_home_renders_results_table(tmp_path, serve):
-    base = serve(build_site(tmp_path, FIXTURE_CSV))
+    base = serve(build_site(tmp_path, FIXTURE))
     dom = rendered_dom(base, tmp_path / "profile")
     cells = parse(dom).table_cells
     assert cells[:3] == ["architecture", "fvu", "note"]
     assert "fixture-transcoder" in cells and "0.06543" in cells and "0.1235" in cells
-    assert NO_RESULT not in dom
+    assert "fixture-a - fixture-b" in cells and "-0.01235" in cells
+    assert not any(notice in dom for notice in NO_RESULT)
 
 
 def test_home_says_when_there_is_no_result(tmp_path, serve):
     base = serve(build_site(tmp_path, None))
     dom = rendered_dom(base, tmp_path / "profile")
-    assert NO_RESULT in dom
+    assert all(notice in dom for notice in NO_RESULT)
     assert parse(dom).table_cells == []
 
 
