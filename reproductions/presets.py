@@ -1,0 +1,169 @@
+"""Presets: the embedded offline default up to the paper's GPU-scale runs.
+
+Every field but the name, description and model config can be overridden from
+the command line (`--field value`, e.g. `--train-tokens 50000`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from transcoders.errors import UserError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One reproduction setting: what to train, evaluate and interpret."""
+
+    name: str
+    description: str
+
+    model: str = "embedded"
+    """Subject model: `embedded`, a hub id or a local path."""
+
+    dataset: str = "embedded"
+    """Corpus: `embedded`, a HF dataset id or a local folder of text files."""
+
+    dataset_split: str = "train"
+    """HF split for training rows (ignored by embedded/local corpora)."""
+
+    eval_split: str = "validation"
+    """HF split for held-out rows (ignored by embedded/local corpora)."""
+
+    hookpoints: tuple[str, ...] = ("layers.6.mlp",)
+    """Module names or globs relative to the model's base_model."""
+
+    architectures: tuple[str, ...] = ("sae", "transcoder", "skip-transcoder")
+
+    k: int = 32
+    expansion_factor: int = 16
+    num_latents: int = 0
+    """Exact latent count; 0 means `expansion_factor` × width."""
+
+    train_tokens: int = 200_000
+    """Training tokens per architecture."""
+
+    ctx_len: int = 256
+    batch_size: int = 8
+    eval_tokens: int = 32_768
+    """Held-out tokens for splice evaluation (and the manifest's FVU)."""
+
+    explainer: str = "top-tokens"
+    """Autointerp explainer: `top-tokens` or a client spec (`local:...`, `vllm:...`,
+    `http://host:port/v1@model`)."""
+
+    scorers: tuple[str, ...] = ("embedding",)
+    scorer_model: str | None = None
+    """Judge for detection/fuzzing; None means the explainer's client."""
+
+    latents: int = 30
+    """Latents interpreted per architecture and hookpoint."""
+
+    autointerp_tokens: int = 65_536
+    """Tokens the latents are cached on."""
+
+    autointerp_ctx_len: int = 64
+    seed: int = 0
+    device: str = "auto"
+
+    model_config: dict[str, Any] = field(default_factory=dict)
+    """The model's HF config values (from its config.json on the hub), so that the
+    tests can check hookpoints and widths offline for models not available here."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PYTHIA_160M = {
+    "model_type": "gpt_neox", "hidden_size": 768, "intermediate_size": 3072,
+    "num_hidden_layers": 12, "num_attention_heads": 12, "vocab_size": 50304,
+}  # fmt: skip
+LLAMA_32_1B = {
+    "model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
+    "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "vocab_size": 128256, "tie_word_embeddings": True,
+}  # fmt: skip
+SMOLLM2_135M = {
+    "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+    "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+    "vocab_size": 49152, "tie_word_embeddings": True,
+}  # fmt: skip
+
+PRESETS = {
+    p.name: p
+    for p in (
+        Preset(
+            "embedded",
+            "SmolLM2-135M-Instruct on Shakespeare, layer 6 MLP, offline on CPU.",
+            train_tokens=100_000,
+            model_config=SMOLLM2_135M,
+        ),
+        Preset(
+            "smoke",
+            "A minute-long end-to-end run of the embedded model, for the test suite.",
+            k=8,
+            expansion_factor=2,
+            train_tokens=8 * 128 * 4,
+            ctx_len=128,
+            eval_tokens=2 * 128,
+            latents=4,
+            autointerp_tokens=8_192,
+            model_config=SMOLLM2_135M,
+        ),
+        Preset(
+            "pythia-160m",
+            "The paper's Pythia setting: every MLP, 32x latents, k=32, Llama-3.1-8B explainer.",
+            model="EleutherAI/pythia-160m",
+            dataset="EleutherAI/SmolLM2-135M-10B",
+            dataset_split="train[:2%]",
+            eval_split="train[99%:]",
+            hookpoints=("layers.*.mlp",),
+            expansion_factor=32,
+            train_tokens=1_000_000_000,
+            ctx_len=2048,
+            batch_size=32,
+            eval_tokens=1_048_576,
+            explainer="vllm:meta-llama/Llama-3.1-8B-Instruct",
+            scorers=("detection", "fuzzing", "embedding"),
+            latents=100,
+            autointerp_tokens=10_000_000,
+            autointerp_ctx_len=256,
+            model_config=PYTHIA_160M,
+        ),
+        Preset(
+            "llama-3.2-1b",
+            "The paper's Llama setting: every MLP, 131k latents, k=32, Llama-3.1-70B explainer.",
+            model="meta-llama/Llama-3.2-1B",
+            dataset="EleutherAI/SmolLM2-135M-10B",
+            dataset_split="train[:2%]",
+            eval_split="train[99%:]",
+            hookpoints=("layers.*.mlp",),
+            num_latents=131_072,
+            train_tokens=1_000_000_000,
+            ctx_len=2048,
+            batch_size=32,
+            eval_tokens=1_048_576,
+            explainer="vllm:meta-llama/Llama-3.1-70B-Instruct",
+            scorers=("detection", "fuzzing", "embedding"),
+            latents=100,
+            autointerp_tokens=10_000_000,
+            autointerp_ctx_len=256,
+            model_config=LLAMA_32_1B,
+        ),
+    )
+}
+
+# EleutherAI's released checkpoints for `--pretrained`, in sparsify's hub layout.
+PRETRAINED = {
+    "llama-3.2-1b": {
+        "sae": "EleutherAI/sae-Llama-3.2-1B-131k",
+        "skip-transcoder": "EleutherAI/skip-transcoder-Llama-3.2-1B-131k",
+    },
+}
+
+
+def get(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UserError(f"Unknown preset '{name}'. Known: {', '.join(PRESETS)}")
+    return PRESETS[name]

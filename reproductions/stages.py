@@ -1,0 +1,165 @@
+"""The reproduction's stages (train, evaluate, autointerp), each cached by its config.
+
+Every stage writes into a folder named by a hash of the config that decides its
+output, and records in `<out>/stages.json` what it ran and how long it took. A rerun
+with the same config skips finished stages; after a crash, or with a later-stage
+flag changed, only the unfinished or changed stages run again (training resumes from
+its last checkpoint, autointerp from its last finished latent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from transcoders.atomic import write_json
+from transcoders.autointerp.config import AutointerpConfig
+from transcoders.checkpoints import MANIFEST_FILE
+from transcoders.evaluation.evaluate import RESULTS_JSON, EvalConfig
+from transcoders.training import TrainingConfig
+
+from .presets import Preset
+
+STAGES_FILE = "stages.json"
+
+
+def config_key(data: Any) -> str:
+    """A short stable hash of JSON-able config data."""
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def training_config(preset: Preset, run_dir: Path) -> TrainingConfig:
+    return TrainingConfig(
+        out=str(run_dir),
+        architectures=list(preset.architectures),
+        hookpoints=list(preset.hookpoints),
+        model=preset.model,
+        dataset=preset.dataset,
+        dataset_split=preset.dataset_split,
+        eval_split=preset.eval_split,
+        k=preset.k,
+        expansion_factor=preset.expansion_factor,
+        num_latents=preset.num_latents,
+        tokens=preset.train_tokens,
+        eval_tokens=min(preset.eval_tokens, 32_768),
+        ctx_len=preset.ctx_len,
+        batch_size=preset.batch_size,
+        seed=preset.seed,
+        device=preset.device,
+    )
+
+
+def eval_config(preset: Preset, run_dir: Path) -> EvalConfig:
+    return EvalConfig(
+        run_dir=str(run_dir),
+        model=preset.model,
+        dataset=preset.dataset,
+        eval_split=preset.eval_split,
+        tokens=preset.eval_tokens,
+        ctx_len=preset.ctx_len,
+        batch_size=preset.batch_size,
+        seed=preset.seed,
+        device=preset.device,
+    )
+
+
+def autointerp_config(preset: Preset) -> AutointerpConfig:
+    device = preset.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return AutointerpConfig(
+        explainer=preset.explainer,
+        scorers=list(preset.scorers),
+        scorer_model=preset.scorer_model,
+        latents=preset.latents,
+        seed=preset.seed,
+        model=preset.model,
+        dataset=preset.dataset,
+        n_tokens=preset.autointerp_tokens,
+        ctx_len=preset.autointerp_ctx_len,
+        device=device,
+    )
+
+
+class Stages:
+    """The stage records of one output folder."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.file = out / STAGES_FILE
+        self.records: dict[str, dict] = (
+            json.loads(self.file.read_text()) if self.file.is_file() else {}
+        )
+
+    def run(
+        self, name: str, key: str, done: Callable[[], bool], work: Callable[[], Any]
+    ) -> bool:
+        """Run `work` unless stage `name` already finished with this `key`.
+        Returns True when the cached result was used."""
+        record = self.records.get(name, {})
+        if record.get("key") == key and done():
+            print(f"[{name}] cached ({key}), finished in {record['wall_time_s']:.1f} s earlier")
+            return True
+        print(f"[{name}] running ({key})")
+        start = time.perf_counter()
+        work()
+        self.records[name] = {"key": key, "wall_time_s": time.perf_counter() - start}
+        write_json(self.file, self.records)
+        return False
+
+    def wall_times(self) -> dict[str, float]:
+        return {name: r["wall_time_s"] for name, r in self.records.items()}
+
+
+def train_stage(stages: Stages, preset: Preset) -> Path:
+    """Train (or resume, or reuse) every architecture; returns the run directory."""
+    from transcoders.training import train
+
+    probe = training_config(preset, Path("."))
+    key = config_key(probe.identity())
+    run_dir = stages.out / f"train-{key}"
+    cfg = replace(probe, out=str(run_dir))
+
+    def done() -> bool:
+        manifest = run_dir / MANIFEST_FILE
+        if not manifest.is_file():
+            return False
+        archs = json.loads(manifest.read_text()).get("architectures", {})
+        return all(archs.get(a, {}).get("status") == "complete" for a in preset.architectures)
+
+    stages.run("train", key, done, lambda: train(cfg, resume=(run_dir / MANIFEST_FILE).is_file()))
+    return run_dir
+
+
+def evaluate_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
+    from transcoders.evaluation import evaluate
+
+    cfg = eval_config(preset, run_dir)
+    key = config_key({"run": run_dir.name, **cfg.__dict__, "run_dir": None})
+    stages.run("evaluate", key, lambda: (run_dir / RESULTS_JSON).is_file(), lambda: evaluate(cfg))
+    return json.loads((run_dir / RESULTS_JSON).read_text())
+
+
+def autointerp_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
+    from transcoders.autointerp.pipeline import run_autointerp
+
+    cfg = autointerp_config(preset)
+    # Scorers are left out of the folder's key: adding one reuses the cache and the
+    # explanations, and Delphi's per-scorer files say which scores already exist.
+    folder_key = config_key({**cfg.__dict__, "scorers": None, "out": None})
+    cfg = replace(cfg, out=str(run_dir / f"autointerp-{folder_key}"))
+    summary = Path(cfg.out) / "summary.json"
+    stages.run(
+        "autointerp",
+        config_key(cfg.__dict__),
+        summary.is_file,
+        lambda: run_autointerp(run_dir, cfg),
+    )
+    return json.loads(summary.read_text())

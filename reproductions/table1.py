@@ -1,0 +1,241 @@
+"""Table 1: SAE vs transcoder vs skip transcoder, from training to autointerp.
+
+    python -m reproductions.table1                      # embedded preset, offline CPU
+    python -m reproductions.table1 --preset smoke       # a minute, for tests
+    python -m reproductions.table1 --preset pythia-160m --explainer vllm:...  # GPU
+    python -m reproductions.table1 --list-presets
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from transcoders.atomic import atomic_path, write_json, write_text
+from transcoders.errors import UserError
+
+from . import presets
+from .presets import Preset
+from .stages import Stages, autointerp_stage, evaluate_stage, train_stage
+
+EVAL_COLUMNS = {
+    "fvu": "FVU",
+    "delta_ce": "ΔCE",
+    "kl": "KL",
+    "loss_recovered": "loss recovered",
+    "l0": "L0",
+    "dead_fraction": "dead %",
+}
+PAIRS = (("transcoder", "sae"), ("skip-transcoder", "transcoder"))
+
+
+def _ci(value, low, high) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _group_ci(group: dict, prefix: str) -> str:
+    """A scorer's headline metric (real or shuffled) as `mean [low, high]`."""
+    if not group:
+        return "n/a"
+    name = prefix + group["headline"]
+    return _ci(group[name], group[f"{name}_low"], group[f"{name}_high"])
+
+
+def build_table(model: str, evaluation: dict, summary: dict | None) -> pd.DataFrame:
+    """One row per (hookpoint, architecture): splice metrics, then each scorer's
+    headline score and its shuffled-explanation control, with 95% CIs."""
+    groups = {
+        (g["architecture"], g["hookpoint"], g["scorer"]): g
+        for g in (summary or {}).get("groups", [])
+    }
+    scorers = sorted({k[2] for k in groups})
+    rows = []
+    for result in evaluation["results"]:
+        if result["hookpoint"] == "all":
+            continue
+        arch, hp = result["architecture"], result["hookpoint"]
+        row = {"model": model, "hookpoint": hp, "architecture": arch}
+        for key, label in EVAL_COLUMNS.items():
+            value = result.get(key)
+            row[label] = 100 * value if key == "dead_fraction" and value is not None else value
+        for scorer in scorers:
+            g = groups.get((arch, hp, scorer), {})
+            row[scorer] = _group_ci(g, "")
+            row[f"{scorer} shuffled"] = _group_ci(g, "shuffled_")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparisons(evaluation: dict, summary: dict | None) -> pd.DataFrame:
+    """transcoder − SAE and skip − transcoder: autointerp differences with CIs
+    (unpaired bootstrap over latents), splice metrics as point differences."""
+    by_arch = {
+        (r["architecture"], r["hookpoint"]): r
+        for r in evaluation["results"]
+        if r["hookpoint"] != "all"
+    }
+    found = {
+        (c["a"], c["b"], c["hookpoint"], c["scorer"]): c
+        for c in (summary or {}).get("comparisons", [])
+    }
+    rows = []
+    for a, b in PAIRS:
+        for hp in sorted({hp for (arch, hp) in by_arch if arch == a}):
+            if (b, hp) not in by_arch:
+                continue
+            row = {"comparison": f"{a} − {b}", "hookpoint": hp}
+            for key in ("fvu", "delta_ce", "kl"):
+                row[EVAL_COLUMNS[key]] = by_arch[(a, hp)][key] - by_arch[(b, hp)][key]
+            for (x, y, chp, scorer), c in sorted(found.items()):
+                if chp != hp or {x, y} != {a, b}:
+                    continue
+                sign = 1 if x == a else -1
+                low, high = sign * c["a_minus_b_low"], sign * c["a_minus_b_high"]
+                row[f"{scorer} ({c['metric']})"] = _ci(
+                    sign * c["a_minus_b"], min(low, high), max(low, high)
+                )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(none)\n"
+    header = "| " + " | ".join(df.columns) + " |"
+    lines = [header, "|" + "---|" * len(df.columns)]
+    for _, row in df.iterrows():
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> dict:
+    """All stages for `preset`; writes table1.md, table1.csv and results.json."""
+    start = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    stages = Stages(work)
+    if pretrained:
+        from .pretrained import pretrained_stage
+
+        run_dir = pretrained_stage(stages, preset)
+    else:
+        run_dir = train_stage(stages, preset)
+    evaluation = evaluate_stage(stages, preset, run_dir)
+    summary = autointerp_stage(stages, preset, run_dir) if preset.latents > 0 else None
+
+    table = build_table(preset.model, evaluation, summary)
+    pairs = comparisons(evaluation, summary)
+    manifest_file = run_dir / "manifest.json"
+    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    results = {
+        "preset": preset.to_dict(),
+        "run_dir": str(run_dir),
+        "versions": manifest.get("versions"),
+        "hardware": manifest.get("hardware"),
+        "stage_wall_time_s": stages.wall_times(),
+        "total_wall_time_s_this_invocation": time.perf_counter() - start,
+        "table": table.to_dict(orient="records"),
+        "comparisons": pairs.to_dict(orient="records"),
+        "evaluation": evaluation,
+        "autointerp": summary,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "table1.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    write_text(
+        out / "table1.md",
+        f"## Table 1: {preset.name} preset\n\n{preset.description}\n\n"
+        + to_markdown(table)
+        + "\n### Paired comparisons\n\n"
+        + to_markdown(pairs)
+        + "\nStage wall times (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in stages.wall_times().items())
+        + "\n",
+    )
+    write_json(out / "results.json", results)
+    return results
+
+
+OVERRIDABLE = [
+    f for f in dataclasses.fields(Preset) if f.name not in ("name", "description", "model_config")
+]
+
+
+def _preset_options(command):
+    """One `--field` option per preset field, so every value can be overridden."""
+    for f in reversed(OVERRIDABLE):
+        kind = str(f.type)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"Override the preset's {f.name}" + (
+            " (comma-separated)." if kind.startswith("tuple") else "."
+        )
+        option_type = int if kind.startswith("int") else str
+        command = click.option(flag, f.name, type=option_type, default=None, help=help_text)(command)
+    return command
+
+
+def _overrides(options: dict) -> dict:
+    changes = {}
+    for f in OVERRIDABLE:
+        value = options.get(f.name)
+        if value is None:
+            continue
+        if str(f.type).startswith("tuple"):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        elif str(f.type).startswith("str | None") and value.lower() == "none":
+            value = None
+        changes[f.name] = value
+    return changes
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--preset", "preset_name", default="embedded", show_default=True,
+              help="Starting point; see --list-presets.")
+@click.option("--list-presets", is_flag=True, help="Show every preset's values and exit.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Where table1.md, table1.csv and results.json go "
+                   "[default: reproductions/results/PRESET].")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path),
+              help="Checkpoints, caches and stage records [default: runs/PRESET].")
+@click.option("--pretrained", is_flag=True,
+              help="Evaluate EleutherAI's released checkpoints instead of training "
+                   "(llama-3.2-1b preset).")
+@_preset_options
+def main(preset_name: str, list_presets: bool, out: Path | None, work: Path | None,
+         pretrained: bool, **options) -> None:
+    """Reproduce Table 1: train (or load), evaluate and autointerp SAE, transcoder
+    and skip transcoder, then print the comparison.
+
+    \b
+    Each stage is cached by its config under --work: rerunning finishes in seconds,
+    and after a crash or a changed later-stage flag only what changed runs again.
+    Every preset value can be overridden, e.g. --train-tokens 50000 --k 64.
+    """
+    if list_presets:
+        for p in presets.PRESETS.values():
+            click.echo(f"{p.name}: {p.description}")
+            for f in OVERRIDABLE:
+                click.echo(f"    {f.name} = {getattr(p, f.name)!r}")
+        return
+    try:
+        preset = presets.get(preset_name)
+        preset = dataclasses.replace(preset, **_overrides(options))
+        out = out or Path("reproductions/results") / preset.name
+        work = work or Path("runs") / preset.name
+        results = run(preset, out, work, pretrained=pretrained)
+    except UserError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo("\n" + (out / "table1.md").read_text())
+    click.echo(f"Wrote {out}/table1.md, table1.csv, results.json "
+               f"({results['total_wall_time_s_this_invocation']:.0f} s this run)")
+
+
+if __name__ == "__main__":
+    main()
