@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import architectures
+from .autointerp.cli import autointerp_command
 from .errors import UserError
 from .evaluation.cli import evaluate_command
 from .training.cli import train_command
@@ -44,3 +45,4 @@ def list_architectures() -> None:
 
 main.add_command(train_command)
 main.add_command(evaluate_command)
+main.add_command(autointerp_command)

@@ -1,0 +1,115 @@
+"""The configuration of an autointerp run (kept apart from the pipeline so the CLI
+can build its options without importing Delphi)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCORERS = ("detection", "fuzzing", "embedding")
+TOP_TOKENS = "top-tokens"
+
+
+@dataclass
+class AutointerpConfig:
+    """Everything that decides what `run_autointerp` produces."""
+
+    explainer: str = TOP_TOKENS
+    """`top-tokens` (model-free baseline) or a client spec for an LLM explainer, e.g.
+    `local:embedded`, `http://127.0.0.1:8000/v1@<model>`, `openrouter:<model>`,
+    `vllm:<model>` (see `transcoders.autointerp.clients`)."""
+
+    prompt: str = "auto"
+    """Explainer prompt: `default` (Delphi's), `compact` (short, for small local models)
+    or `auto` (compact for `local:` clients, Delphi's otherwise)."""
+
+    scorers: list[str] = field(default_factory=lambda: ["embedding"])
+    """Any of `detection`, `fuzzing` (LLM judges) and `embedding` (offline MiniLM)."""
+
+    scorer_model: str | None = None
+    """Client spec of the detection/fuzzing judge; default: the explainer's client,
+    or `local:embedded` when the explainer is `top-tokens`."""
+
+    latents: int = 30
+    """Latents per (architecture, hookpoint): a seeded random sample of the live
+    latents that have enough activating and non-activating examples."""
+
+    seed: int = 0
+    """Seeds the latent sample, the shuffled-control pairing and the bootstrap."""
+
+    architectures: list[str] | None = None
+    """Architectures to include; None means every one in the run."""
+
+    hookpoints: list[str] | None = None
+    """Hookpoints to include; None means every one in the run."""
+
+    out: str | None = None
+    """Output folder; default `RUN_DIR/autointerp`."""
+
+    model: str | None = None
+    """Subject model; default the run manifest's model, else `embedded`."""
+
+    dataset: str | None = None
+    """Text to cache latents on; default the run manifest's dataset, else `embedded`."""
+
+    split: str = "eval"
+    """`train` or `eval` for embedded/local corpora (eval is held-out text), or a HF
+    split expression."""
+
+    n_tokens: int = 65_536
+    """Tokens to cache latents on."""
+
+    ctx_len: int = 64
+    """Tokens per cached sequence; a multiple of `example_ctx_len`."""
+
+    batch_size: int = 8
+    """Sequences per forward pass while caching."""
+
+    n_splits: int = 5
+    """Safetensors files per hookpoint (Delphi's `n_splits`)."""
+
+    example_ctx_len: int = 32
+    """Tokens per example shown to the explainer and scorers."""
+
+    min_examples: int = 20
+    """A latent needs at least this many activating examples to be sampled."""
+
+    n_examples_train: int = 20
+    """Activating examples shown to the explainer."""
+
+    n_examples_test: int = 20
+    """Activating examples each scorer classifies."""
+
+    n_non_activating: int = 20
+    """Non-activating examples each scorer classifies."""
+
+    n_quantiles: int = 10
+    """Activation quantiles the examples are drawn from (Delphi's sampler)."""
+
+    examples_per_prompt: int = 5
+    """Examples per detection/fuzzing prompt (Delphi's `n_examples_shown`)."""
+
+    log_probs: bool = False
+    """Ask the judge for token log-probs, which gives detection/fuzzing an AUROC."""
+
+    concurrency: int = 8
+    """Latents in flight at once; a local client batches their prompts."""
+
+    n_boot: int = 10_000
+    """Bootstrap resamples for every confidence interval."""
+
+    device: str = "cpu"
+    """Where the subject model and a local explainer run."""
+
+    def cache_config(self, model: str, dataset: str) -> dict:
+        """The config.json of the cache: Delphi's CacheConfig fields plus model_name."""
+        from .delphi_compat import import_delphi
+
+        import_delphi()
+        from delphi.config import CacheConfig
+
+        cfg = CacheConfig(
+            dataset_repo=dataset, dataset_split=self.split, dataset_column="text",
+            batch_size=self.batch_size, cache_ctx_len=self.ctx_len,
+            n_tokens=self.n_tokens, n_splits=self.n_splits,
+        ).to_dict()
+        return {**cfg, "model_name": model, "seed": self.seed}

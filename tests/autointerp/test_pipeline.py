@@ -1,0 +1,155 @@
+"""The autointerp pipeline end to end on a tiny random model: layout, resume,
+malformed LLM output, endpoint failure, bad run directories."""
+
+import json
+import socket
+
+import orjson
+import pytest
+from tiny_autointerp import VOCAB, tiny_model, tiny_run, tiny_tokenizer
+
+from transcoders.autointerp import pipeline
+from transcoders.autointerp.clients import HTTPClient
+from transcoders.autointerp.config import AutointerpConfig
+from transcoders.autointerp.explainers import UNPARSED
+
+ARCHS = ("sae", "transcoder")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A saved tiny model + tokenizer, a folder of text in its vocabulary, a run."""
+    root = tmp_path_factory.mktemp("pipeline")
+    tok = tiny_tokenizer()
+    tok.eos_token = "w1"
+    model = tiny_model()
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    text = root / "text"
+    text.mkdir()
+    import random
+
+    rng = random.Random(0)
+    for i in range(3):
+        words = [f"w{rng.randrange(2, VOCAB)}" for _ in range(4000)]
+        (text / f"doc{i}.txt").write_text(" ".join(words))
+    run = tiny_run(root / "run", archs=ARCHS, hookpoints=("layers.1.mlp",), num_latents=32)
+    return root, run
+
+
+def config(world, out, **kw) -> AutointerpConfig:
+    root, _ = world
+    base = dict(
+        model=str(root / "model"), dataset=str(root / "text"), split="train", out=str(out),
+        n_tokens=4096, ctx_len=32, example_ctx_len=16, batch_size=8, latents=6,
+        min_examples=5, n_examples_train=5, n_examples_test=5, n_non_activating=5,
+        n_quantiles=1, n_boot=200,
+    )
+    return AutointerpConfig(**{**base, **kw})
+
+
+def test_offline_run_writes_delphis_layout_and_resumes(world, tmp_path, monkeypatch):
+    _, run = world
+    cfg = config(world, tmp_path / "out", explainer="top-tokens", scorers=["embedding"])
+    summary = pipeline.run_autointerp(run, cfg)
+
+    for arch in ARCHS:
+        folder = tmp_path / "out" / arch
+        explanations = sorted((folder / "explanations").glob("*.txt"))
+        assert len(explanations) == 6
+        assert all(p.name.startswith("layers.1.mlp_latent") for p in explanations)
+        assert json.loads(explanations[0].read_text()).startswith("The tokens ")
+        for sub in ("embedding", "embedding_shuffled"):
+            scores = sorted((folder / "scores" / sub).glob("*.txt"))
+            assert [p.name for p in scores] == [p.name for p in explanations]
+            score = orjson.loads(scores[0].read_bytes())
+            assert len(score) == 10 and {"similarity", "distance"} <= score[0].keys()
+        donors = json.loads((folder / "shuffled_donors.json").read_text())
+        assert len(donors) == 6 and all(k != v for k, v in donors.items())
+        assert sorted(donors.values()) == sorted(donors)
+
+    groups = {g["architecture"]: g for g in summary["groups"]}
+    assert set(groups) == set(ARCHS)
+    for g in groups.values():
+        assert g["latents"] == 6 and g["auroc_low"] <= g["auroc"] <= g["auroc_high"]
+        assert g["shuffled_auroc"] is not None
+    assert len(summary["comparisons"]) == 1
+    assert (tmp_path / "out" / "summary.csv").exists() and (tmp_path / "out" / "latents.csv").exists()
+
+    # A rerun explains and scores nothing: every latent is already on disk.
+    async def boom(*args, **kwargs):
+        raise AssertionError("finished latent redone")
+
+    monkeypatch.setattr(pipeline.TopTokensExplainer, "__call__", boom)
+    monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", boom)
+    again = pipeline.run_autointerp(run, cfg)
+    assert again["groups"] == summary["groups"]
+
+
+def test_a_deleted_latent_is_redone_alone(world, tmp_path, monkeypatch):
+    _, run = world
+    cfg = config(world, tmp_path / "out", explainer="top-tokens", scorers=["embedding"], architectures=["sae"])
+    pipeline.run_autointerp(run, cfg)
+    victim = sorted((tmp_path / "out" / "sae" / "scores" / "embedding").glob("*.txt"))[2]
+    victim.unlink()
+    calls = []
+    real = pipeline.EmbeddingScorer.__call__
+
+    async def counting(self, record):
+        calls.append(str(record.latent))
+        return await real(self, record)
+
+    monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", counting)
+    pipeline.run_autointerp(run, cfg)
+    assert calls == [victim.stem]
+
+
+def test_malformed_llm_output_is_counted_not_scored(world, tmp_path):
+    """A tiny random LM writes gibberish: every explanation is a failed parse (and not
+    scored); as a judge its answers are unparsed predictions, counted per group."""
+    root, run = world
+    local = f"local:{root / 'model'}"
+    cfg = config(world, tmp_path / "a", explainer=local, scorers=["embedding"], architectures=["sae"], latents=3)
+    summary = pipeline.run_autointerp(run, cfg)
+    assert summary["failed_explanations"] == [
+        {"architecture": "sae", "hookpoint": "layers.1.mlp", "explained": 3, "failed_parse": 3}
+    ]
+    assert summary["groups"] == []
+    saved = [json.loads(p.read_text()) for p in (tmp_path / "a" / "sae" / "explanations").glob("*.txt")]
+    assert saved == [UNPARSED] * 3
+    assert not (tmp_path / "a" / "sae" / "scores").exists()
+
+    cfg = config(world, tmp_path / "b", explainer="top-tokens", scorers=["detection"],
+                 scorer_model=local, architectures=["sae"], latents=2)
+    summary = pipeline.run_autointerp(run, cfg)
+    (group,) = summary["groups"]
+    assert group["predictions"] == 2 * 10 and group["failed_predictions"] == 2 * 10
+    assert group["balanced_accuracy"] is None
+
+
+def test_endpoint_failure_stops_with_a_clear_error_and_keeps_finished_work(world, tmp_path, monkeypatch):
+    _, run = world
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(
+        "transcoders.autointerp.clients.make_client",
+        lambda spec: HTTPClient("m", f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_s=0.01),
+    )
+    cfg = config(world, tmp_path / "out", explainer="top-tokens", scorers=["detection"],
+                 scorer_model="http://unused", architectures=["sae"], latents=3)
+    with pytest.raises(pipeline.AutointerpError, match="detection judge failed.*rerun"):
+        pipeline.run_autointerp(run, cfg)
+    # Explanations finished before the judge failed are kept; nothing was scored.
+    assert len(list((tmp_path / "out" / "sae" / "explanations").glob("*.txt"))) == 3
+    assert not list((tmp_path / "out" / "sae" / "scores" / "detection").glob("*.txt"))
+
+
+def test_run_dir_without_checkpoints(tmp_path):
+    with pytest.raises(pipeline.AutointerpError, match="No checkpoints"):
+        pipeline.run_autointerp(tmp_path, AutointerpConfig())
+
+
+def test_unknown_scorer(world):
+    with pytest.raises(pipeline.AutointerpError, match="Unknown scorer 'simulation'"):
+        pipeline.run_autointerp(world[1], AutointerpConfig(scorers=["simulation"]))
