@@ -7,12 +7,16 @@ import shutil
 
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 from sparsify import SparseCoder
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from tiny_eval import D, MLP, random_coder, save_model_dir, save_run, write_corpus
 
 from transcoders import architectures
 from transcoders.cli import main
+from transcoders.data import load_corpus, tokenize
+from transcoders.evaluation import EvalConfig, evaluate
 from transcoders.evaluation.evaluate import COLUMNS
 
 ARGS = ["--tokens", "256", "--batch-size", "4", "--device", "cpu"]
@@ -84,6 +88,32 @@ def test_evaluate_writes_files_and_prints_table(run, model_dir):
     assert list(csv.columns) == COLUMNS
     assert len(csv) == 4
     assert not list(run.glob(".evaluation*"))  # no temporary files left
+
+
+def test_evaluate_agrees_with_a_hook_written_here(run, model_dir, corpus_dir):
+    """ΔCE of one checkpoint, recomputed with transformers' own loss and a hook."""
+    report = evaluate(EvalConfig(str(run), tokens=256, batch_size=4, device="cpu"))
+    (row,) = [r for r in report["results"] if r["architecture"] == "transcoder"]
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = tokenize(
+        load_corpus(str(corpus_dir), split="eval"),
+        AutoTokenizer.from_pretrained(model_dir), ctx_len=16, max_tokens=256, seed=0,
+    )[:]["input_ids"]  # fmt: skip
+    coder = SparseCoder.load_from_disk(run / "transcoder" / MLP)
+
+    def hook(module, inputs, output):
+        return coder(inputs[0].flatten(0, 1)).sae_out.view_as(output)
+
+    with torch.no_grad():
+        clean = model(ids, labels=ids).loss.item()
+        handle = model.model.layers[1].mlp.register_forward_hook(hook)
+        try:
+            spliced = model(ids, labels=ids).loss.item()
+        finally:
+            handle.remove()
+    assert abs(spliced - clean) > 0.01
+    assert row["delta_ce"] == pytest.approx(spliced - clean, rel=1e-4)
 
 
 def test_incomplete_architecture_is_flagged(tmp_path, model_dir, corpus_dir):
