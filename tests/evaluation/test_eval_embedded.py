@@ -15,10 +15,9 @@ HOOKPOINT = "layers.6.mlp"
 @pytest.mark.integration
 def test_embedded_run(embedded_run):
     manifest = json.loads((embedded_run / "manifest.json").read_text())
-    tokens = manifest["eval_tokens"]
-    report = evaluate(
-        EvalConfig(str(embedded_run), tokens=tokens, device="cpu"), progress=False
-    )
+    # By default the run's own held-out rows are evaluated.
+    report = evaluate(EvalConfig(str(embedded_run), device="cpu"), progress=False)
+    assert report["tokens"] == manifest["eval_tokens"]
     rows = {r["architecture"]: r for r in report["results"]}
     assert set(rows) == {"sae", "transcoder", "skip-transcoder"}
 

@@ -37,7 +37,8 @@ def make_run(path, model_dir, corpus_dir, coders, status="complete"):
     archs = {arch for arch, _ in coders}
     manifest = {
         "config": {"model": str(model_dir), "dataset": str(corpus_dir), "ctx_len": 16,
-                   "seed": 0, "hookpoints": sorted({h for _, h in coders})},
+                   "seed": 0, "eval_tokens": 320,
+                   "hookpoints": sorted({h for _, h in coders})},
         "architectures": {arch: {"status": status} for arch in archs},
     }  # fmt: skip
     (path / "manifest.json").write_text(json.dumps(manifest))
@@ -114,6 +115,13 @@ def test_evaluate_agrees_with_a_hook_written_here(run, model_dir, corpus_dir):
             handle.remove()
     assert abs(spliced - clean) > 0.01
     assert row["delta_ce"] == pytest.approx(spliced - clean, rel=1e-4)
+
+
+def test_tokens_default_to_the_runs_eval_tokens(tmp_path, model_dir, corpus_dir):
+    run = make_run(tmp_path, model_dir, corpus_dir, {("sae", MLP): random_coder("sae")})
+    result = evaluate_cli(run, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert strict_json(run / "evaluation.json")["tokens"] == 320
 
 
 def test_incomplete_architecture_is_flagged(tmp_path, model_dir, corpus_dir):

@@ -19,8 +19,8 @@ PRINTED = [
 @click.argument(
     "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
-@click.option("--tokens", default=EvalConfig.tokens, show_default=True,
-              help="Held-out tokens to evaluate.")
+@click.option("--tokens", type=int, help="Held-out tokens to evaluate (default: the "
+              "run's --eval-tokens, else 32768).")
 @click.option("--model", help="Subject model (default: the run's; required for a "
               "plain sparsify checkpoint directory).")
 @click.option("--dataset", help="Corpus whose held-out split is used (default: the "

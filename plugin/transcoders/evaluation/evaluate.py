@@ -66,8 +66,10 @@ class EvalConfig:
     """HF split expression for held-out rows (HF datasets only); defaults to the
     run's, else `validation`."""
 
-    tokens: int = 65_536
-    """Held-out tokens to evaluate (rounded down to whole `ctx_len` rows)."""
+    tokens: int | None = None
+    """Held-out tokens to evaluate (rounded down to whole `ctx_len` rows); defaults
+    to the run's `eval_tokens`, so FVU is measured on the rows training measured it
+    on, else 32,768."""
 
     ctx_len: int | None = None
     """Tokens per sequence; defaults to the run's, else 256."""
@@ -102,6 +104,7 @@ class EvalConfig:
             dataset=self.dataset or run.get("dataset", EMBEDDED),
             eval_split=self.eval_split or run.get("eval_split", "validation"),
             ctx_len=self.ctx_len or run.get("ctx_len", 256),
+            tokens=self.tokens or run.get("eval_tokens", 32_768),
             seed=self.seed if self.seed is not None else run.get("seed", 0),
             device=device,
         )
