@@ -31,7 +31,7 @@ EVAL_COLUMNS = {
     "l0": "L0",
     "dead_fraction": "dead %",
 }
-PAIRS = (("transcoder", "sae"), ("skip-transcoder", "transcoder"))
+PAIRS = (("transcoder", "sae"), ("skip-transcoder", "transcoder"), ("skip-transcoder", "sae"))
 
 
 def _ci(value, low, high) -> str:

@@ -1,0 +1,161 @@
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+from sparsify import SparseCoder
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from reproductions import pretrained, presets, table1
+from reproductions.stages import Stages, training_config
+from transcoders import architectures
+from transcoders.checkpoints import find
+from transcoders.evaluation import EvalConfig, evaluate
+from transcoders.training import TrainingConfig, train
+from transcoders.training.train import check_applicable, module_widths, resolve_hookpoints
+
+
+@pytest.mark.parametrize("name", list(presets.PRESETS))
+def test_preset_matches_its_models_hf_config(name):
+    """Hookpoints exist, widths fit every architecture, latent counts are right,
+    checked against the model's HF config class without downloading weights."""
+    preset = presets.PRESETS[name]
+    cfg = AutoConfig.for_model(**preset.model_config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+
+    hookpoints = resolve_hookpoints(model, list(preset.hookpoints))
+    if "*" in "".join(preset.hookpoints):
+        assert hookpoints == [f"layers.{i}.mlp" for i in range(cfg.num_hidden_layers)]
+    widths = module_widths(model, hookpoints)
+    assert all(w == (cfg.hidden_size, cfg.hidden_size) for w in widths.values())
+
+    latents = preset.num_latents or cfg.hidden_size * preset.expansion_factor
+    for arch in preset.architectures:
+        check_applicable(architectures.get(arch), widths, latents, preset.k)
+    if name == "pythia-160m":
+        assert latents == 32 * 768 and preset.k == 32
+    if name == "llama-3.2-1b":
+        assert latents == 131_072 and preset.k == 32
+    assert training_config(preset, "x").identity()["hookpoints"] == list(preset.hookpoints)
+
+
+def test_every_preset_field_has_a_flag():
+    flags = {o.name for o in table1.main.params}
+    assert {f.name for f in table1.OVERRIDABLE} <= flags
+    changed = table1._overrides({"k": 64, "hookpoints": "layers.1.mlp, layers.2.mlp", "scorer_model": "none"})
+    assert changed == {"k": 64, "hookpoints": ("layers.1.mlp", "layers.2.mlp"), "scorer_model": None}
+
+
+def test_stages_rerun_only_what_changed(tmp_path):
+    calls = []
+    stages = Stages(tmp_path)
+    assert not stages.run("a", "k1", lambda: True, lambda: calls.append("a1"))
+    assert Stages(tmp_path).run("a", "k1", lambda: True, lambda: calls.append("again"))
+    assert not Stages(tmp_path).run("a", "k2", lambda: True, lambda: calls.append("a2"))
+    assert not Stages(tmp_path).run("a", "k2", lambda: False, lambda: calls.append("lost"))
+    assert calls == ["a1", "a2", "lost"]
+    assert set(json.loads((tmp_path / "stages.json").read_text())) == {"a"}
+
+
+@pytest.mark.integration
+def test_smoke_preset_end_to_end_and_cached_rerun(tmp_path):
+    preset = presets.get("smoke")
+    results = table1.run(preset, tmp_path / "out", tmp_path / "work")
+    table = results["table"]
+    assert [r["architecture"] for r in table] == ["sae", "skip-transcoder", "transcoder"]
+    for row in table:
+        for column in ("FVU", "ΔCE", "KL", "loss recovered", "L0", "dead %"):
+            assert row[column] is not None
+        assert row["embedding"] != "n/a" and row["embedding shuffled"] != "n/a"
+    assert {r["comparison"] for r in results["comparisons"]} == {
+        "transcoder − sae", "skip-transcoder − transcoder", "skip-transcoder − sae"
+    }
+    for name in ("table1.md", "table1.csv", "results.json"):
+        assert (tmp_path / "out" / name).is_file()
+    assert set(results["stage_wall_time_s"]) == {"train", "evaluate", "autointerp"}
+
+    again = table1.run(preset, tmp_path / "out2", tmp_path / "work")
+    assert again["total_wall_time_s_this_invocation"] < 30
+    assert again["table"] == table
+
+
+def _hub_repo(cache, repo, folders: dict[str, SparseCoder]):
+    """A local Hugging Face cache entry in sparsify's hub layout."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / ("0" * 40)
+    for hookpoint, coder in folders.items():
+        coder.save_to_disk(snapshot / hookpoint)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text("0" * 40)
+
+
+def _unfold(coder: SparseCoder) -> SparseCoder:
+    """The legacy form of a coder: what it would be if trained by a sparsify that
+    subtracted b_dec from transcoder inputs."""
+    with torch.no_grad():
+        coder.encoder.bias += coder.encoder.weight @ coder.b_dec
+    return coder
+
+
+def test_pretrained_loads_from_offline_hub_cache_and_detects_legacy_centring(
+    tmp_path, tiny_corpus_dir, monkeypatch
+):
+    # A tiny model whose last MLP has a large output bias, so b_dec is far from
+    # zero there and mis-centred inputs matter.
+    from conftest import tiny_llama, tiny_tokenizer
+
+    model = tiny_llama()
+    model.config.mlp_bias = True
+    big = AutoModelForCausalLM.from_config(model.config)
+    with torch.no_grad():
+        big.model.layers[0].mlp.down_proj.bias.zero_()
+        big.model.layers[1].mlp.down_proj.bias.normal_(0, 3.0)
+    model_dir = tmp_path / "model"
+    big.save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+
+    run = tmp_path / "trained"
+    train(TrainingConfig(
+        out=str(run), model=str(model_dir), dataset=str(tiny_corpus_dir),
+        architectures=["sae", "skip-transcoder"], hookpoints=["layers.*.mlp"],
+        k=4, expansion_factor=2, tokens=32 * 4 * 8, eval_tokens=32 * 8, ctx_len=32,
+        batch_size=4, lr=2e-4, device="cpu",
+    ))
+    load = lambda arch, hp: SparseCoder.load_from_disk(run / arch / hp)  # noqa: E731
+    cache = tmp_path / "hub"
+    _hub_repo(cache, "EleutherAI/sae-Llama-3.2-1B-131k",
+              {"layers.0.mlp": load("sae", "layers.0.mlp"), "layers.1.mlp": load("sae", "layers.1.mlp")})
+    _hub_repo(cache, "EleutherAI/skip-transcoder-Llama-3.2-1B-131k", {
+        "layers.0.mlp": load("skip-transcoder", "layers.0.mlp"),
+        "layers.1.mlp": _unfold(load("skip-transcoder", "layers.1.mlp")),
+    })
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    preset = dataclasses.replace(
+        presets.get("llama-3.2-1b"), model=str(model_dir), dataset=str(tiny_corpus_dir),
+        ctx_len=32, batch_size=4, eval_tokens=32 * 8, latents=0, device="cpu",
+    )
+    results = table1.run(preset, tmp_path / "out", tmp_path / "work", pretrained=True)
+
+    run_dir = next((tmp_path / "work").glob("pretrained-*"))
+    record = json.loads((run_dir / pretrained.RECORD_FILE).read_text())
+    assert record["skip-transcoder/layers.1.mlp"]["legacy_input_centring"] is True
+    assert record["skip-transcoder/layers.0.mlp"]["legacy_input_centring"] is False
+    assert "legacy_input_centring" not in record["sae/layers.0.mlp"]
+    assert sorted((c.architecture.name, c.hookpoint) for c in find(run_dir)) == [
+        ("sae", "layers.0.mlp"), ("sae", "layers.1.mlp"),
+        ("skip-transcoder", "layers.0.mlp"), ("skip-transcoder", "layers.1.mlp"),
+    ]
+    # The corrected copy predicts exactly as the coder it was unfolded from.
+    fvus = {(r["architecture"], r["hookpoint"]): r["fvu"] for r in results["evaluation"]["results"]}
+    own = evaluate(EvalConfig(run_dir=str(run), tokens=32 * 8, batch_size=4, device="cpu"))
+    for r in own["results"]:
+        if r["hookpoint"] != "all":
+            assert fvus[(r["architecture"], r["hookpoint"])] == pytest.approx(r["fvu"], rel=1e-4)
+    assert {r["comparison"] for r in results["comparisons"]} == {"skip-transcoder − sae"}
+    shutil.rmtree(cache)
