@@ -159,3 +159,10 @@ def test_pretrained_loads_from_offline_hub_cache_and_detects_legacy_centring(
             assert fvus[(r["architecture"], r["hookpoint"])] == pytest.approx(r["fvu"], rel=1e-4)
     assert {r["comparison"] for r in results["comparisons"]} == {"skip-transcoder − sae"}
     shutil.rmtree(cache)
+
+
+def test_readme_table_is_generated_from_the_committed_results():
+    from reproductions import readme
+
+    text = (readme.REPO / "README.md").read_text()
+    assert readme.render(text) == text, "README is stale: run python -m reproductions.readme"
