@@ -16,14 +16,19 @@ or, for a list of records inside a JSON file,
 Paths are relative to the folder holding mkdocs.yml. If the file exists, the region
 is replaced by a Markdown table of its rows and a line naming the file; otherwise
 the region (the notice) is kept as written.
+
+`<!-- presets-table -->` is replaced by the reproduction presets' values, read from
+`reproductions.presets` itself.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 REGION = re.compile(
@@ -94,6 +99,38 @@ def render(markdown: str, root: Path) -> str:
     return REGION.sub(replace, markdown)
 
 
+def presets_table(root: Path) -> str:
+    """Every preset's values, one column per preset, from the code that uses them."""
+    sys.path.insert(0, str(root))
+    try:
+        from reproductions.presets import PRESETS, Preset
+    finally:
+        sys.path.remove(str(root))
+    presets = list(PRESETS.values())
+    # The fields the command line can override, in declaration order.
+    names = [
+        f.name for f in dataclasses.fields(Preset)
+        if f.name not in ("name", "description", "model_config")
+    ]
+    header = ["option", *(f"`{p.name}`" for p in presets)]
+    rows = [
+        [f"`--{name.replace('_', '-')}`", *(_value(getattr(p, name)) for p in presets)]
+        for name in names
+    ]
+    return markdown_table(header, rows)
+
+
+def _value(value) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(map(str, value))
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1000:
+        return f"{value:,}"
+    return "–" if value is None else str(value)
+
+
 def on_page_markdown(markdown, page, config, files):
     """MkDocs entry point."""
-    return render(markdown, Path(config["config_file_path"]).parent)
+    root = Path(config["config_file_path"]).parent
+    if "<!-- presets-table -->" in markdown:
+        markdown = markdown.replace("<!-- presets-table -->", presets_table(root))
+    return render(markdown, root)

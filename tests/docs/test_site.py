@@ -1,8 +1,9 @@
 """The built site opens in headless Chromium: the home page shows the results table
 (or says plainly that there is none yet) and every navigation link resolves.
 
-The docs are built from a temporary copy of `mkdocs.yml` and `docs/`, so the test can
-add or remove the results CSV without touching the working tree.
+The docs are built from a temporary copy of `mkdocs.yml`, `docs/` and the
+reproduction's code, so the test can add or remove result files without touching
+the working tree.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def build_site(tmp: Path, results: dict[str, str] | None) -> Path:
     shutil.copy(REPO / "mkdocs.yml", src / "mkdocs.yml")
     shutil.copytree(REPO / "docs", src / "docs")
     (src / "plugin").symlink_to(REPO / "plugin")
+    # The reproduction's code (the presets table reads it), not its results.
+    (src / "reproductions").mkdir()
+    for module in (REPO / "reproductions").glob("*.py"):
+        shutil.copy(module, src / "reproductions")
     for name, text in (results or {}).items():
         (src / RESULTS).mkdir(parents=True, exist_ok=True)
         (src / RESULTS / name).write_text(text)
