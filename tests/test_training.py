@@ -102,8 +102,7 @@ def test_all_architectures_see_the_same_tokens(tmp_path, tiny_lm_dir, tiny_corpu
 
     def recording_fit(self):
         batches = seen.setdefault(self.cfg.run_name, [])
-        embed = self.model.base_model.embed_tokens
-        handle = embed.register_forward_pre_hook(lambda m, a: batches.append(a[0].clone()))
+        handle = self.model.register_forward_pre_hook(lambda m, a: batches.append(a[0].clone()))
         try:
             real_fit(self)
         finally:
@@ -244,3 +243,17 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, tiny_lm_dir, tiny_corpus_di
     assert result.exit_code == 1
     assert "Error: Hookpoint 'layers.9.mlp' matches no module" in result.output
     assert "Traceback" not in result.output
+
+
+def test_replayed_activations_train_the_same_coders(tiny_run, tmp_path, tiny_lm_dir, tiny_corpus_dir):
+    """Three architectures share one recorded forward; each alone uses the live
+    truncated model. Both must give the same coder."""
+    out, manifest = tiny_run
+    assert manifest["architectures"]["transcoder"]["forward"] == "replay"
+    alone = train(tiny_config(tmp_path / "alone", tiny_lm_dir, tiny_corpus_dir,
+                              architectures=["transcoder"]))
+    assert alone["architectures"]["transcoder"]["forward"] == "truncated"
+    shared = load_file(out / "transcoder" / "layers.1.mlp" / "sae.safetensors")
+    single = load_file(tmp_path / "alone" / "transcoder" / "layers.1.mlp" / "sae.safetensors")
+    for name in shared:
+        torch.testing.assert_close(shared[name], single[name], rtol=1e-5, atol=1e-6)

@@ -29,6 +29,7 @@ from ..errors import UserError
 from .checkpoint import AtomicTrainer, recover
 from .config import TrainingConfig
 from .heldout import heldout_fvu
+from .replay import REPLAY_BUDGET_BYTES, ActivationReplay, replay_bytes
 from .truncate import truncated
 
 
@@ -228,11 +229,20 @@ def train(
     out = Path(cfg.out)
     if rank_zero:
         write_json(out / MANIFEST_FILE, manifest)
-    train_model = truncated(model, hookpoints) if cfg.truncate else model
+    live_model = truncated(model, hookpoints) if cfg.truncate else model
+    todo = [a for a in archs if manifest["architectures"].get(a.name, {}).get("status") != "complete"]
+    itemsize = next(model.parameters()).element_size()
+    if len(todo) > 1 and replay_bytes(len(train_rows), cfg.ctx_len, widths, itemsize) <= REPLAY_BUDGET_BYTES:
+        start = time.perf_counter()
+        train_model = ActivationReplay(live_model, hookpoints, train_rows, cfg.batch_size)
+        manifest["activation_recording_s"] = time.perf_counter() - start
+        forward = "replay"
+    else:
+        train_model = live_model
+        forward = "truncated" if cfg.truncate else "full"
 
     for arch in archs:
-        record = manifest["architectures"].get(arch.name, {})
-        if record.get("status") == "complete":
+        if arch not in todo:
             print(f"{arch.name}: already complete, skipping")
             continue
 
@@ -266,7 +276,7 @@ def train(
                 hp: SparseCoder.load_from_disk(out / arch.name / hp, device=device)
                 for hp in hookpoints
             }
-            fvu = heldout_fvu(train_model, arch, coders, eval_rows, cfg.batch_size)
+            fvu = heldout_fvu(live_model, arch, coders, eval_rows, cfg.batch_size)
             manifest["architectures"][arch.name] = {
                 "status": "complete",
                 "description": arch.description,
@@ -275,6 +285,7 @@ def train(
                 "num_latents": num_latents,
                 "wall_time_s": wall,
                 "resumed_from_step": resumed_step,
+                "forward": forward,
                 "fvu": fvu,
             }
             write_json(out / MANIFEST_FILE, manifest)
