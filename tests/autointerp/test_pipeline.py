@@ -6,6 +6,7 @@ import socket
 
 import orjson
 import pytest
+import torch
 from tiny_autointerp import VOCAB, tiny_model, tiny_run, tiny_tokenizer
 
 from transcoders.autointerp import pipeline
@@ -14,6 +15,16 @@ from transcoders.autointerp.config import AutointerpConfig
 from transcoders.autointerp.explainers import UNPARSED
 
 ARCHS = ("sae", "transcoder")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models run several times faster on one thread when the cores are shared
+    (thread barriers wait on preempted peers); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
