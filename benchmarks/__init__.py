@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of the plugin against sparsify and Delphi (`make bench`)."""
