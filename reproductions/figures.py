@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from transcoders.atomic import atomic_path
+from transcoders.atomic import atomic_path, write_json
 from transcoders.evaluation.evaluate import ALL
 
 from .presets import Preset
@@ -23,14 +23,22 @@ class FigureStages(Stages):
 
     `Stages` keys its records by stage name, so one file holds one run's train,
     evaluate and autointerp; a sweep sharing it would overwrite table1's records (and
-    each k another's) and so rerun them. The run folders themselves are named by
-    config, so a run table1 already trained is found and reused.
+    each k another's) and so rerun them. Run folders are named by config, so a stage
+    table1 already finished with the same key is taken as cached.
     """
 
     def __init__(self, out: Path, tag: str):
         super().__init__(out)
+        self.table1 = self.records
         self.file = out / f"stages-{tag}.json"
         self.records = json.loads(self.file.read_text()) if self.file.is_file() else {}
+
+    def run(self, name, key, done, work) -> bool:
+        mine, theirs = self.records.get(name, {}), self.table1.get(name, {})
+        if mine.get("key") != key and theirs.get("key") == key:
+            self.records[name] = theirs
+            write_json(self.file, self.records)
+        return super().run(name, key, done, work)
 
 
 def with_scorer(preset: Preset, scorer: str) -> Preset:

@@ -72,13 +72,18 @@ def plot(table: pd.DataFrame, title: str) -> Figure:
     dashed in the same colour."""
     fig, (ax,) = figures.new_figure(1)
     metric = table["metric"].dropna().iloc[0] if table["metric"].notna().any() else "score"
-    for arch, g in table.groupby("architecture", sort=False):
+    archs = table["architecture"].unique()
+    layers = sorted(table["layer"].unique())
+    # Nudge each architecture sideways so that overlapping error bars stay readable.
+    step = min((b - a for a, b in zip(layers, layers[1:])), default=1)
+    for i, (arch, g) in enumerate(table.groupby("architecture", sort=False)):
+        x = g["layer"] + 0.06 * step * (i - (len(archs) - 1) / 2)
         yerr = [g["score"] - g["score_low"], g["score_high"] - g["score"]]
-        line = ax.errorbar(g["layer"], g["score"], yerr=yerr, marker="o", capsize=3, label=arch)
-        ax.plot(g["layer"], g["shuffled"], linestyle="--", alpha=0.6,
-                color=line.lines[0].get_color(), label=f"{arch}, shuffled")
+        line = ax.errorbar(x, g["score"], yerr=yerr, marker="o", capsize=3, label=arch)
+        ax.plot(x, g["shuffled"], linestyle="--", alpha=0.6, color=line.lines[0].get_color())
+    ax.plot([], [], linestyle="--", color="grey", label="shuffled explanations")
     ax.set_xlabel("layer (MLP)")
-    ax.set_xticks(sorted(table["layer"].unique()))
+    ax.set_xticks(layers)
     ax.set_ylabel(f"{table['scorer'].iloc[0]} {metric} (95% CI)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -68,6 +68,23 @@ def test_a_coder_without_scores_gets_empty_cells_not_zeros():
     assert not table[table["architecture"] != "sae"]["score"].isna().any()
 
 
+def test_figure_stages_keep_their_own_records_and_reuse_table1s(tmp_path):
+    from reproductions.stages import Stages
+
+    ran = []
+    Stages(tmp_path).run("train", "abc", lambda: True, lambda: ran.append("table1"))
+    table1 = (tmp_path / "stages.json").read_text()
+
+    sweep = figures.FigureStages(tmp_path, "pareto-k8")
+    assert sweep.run("train", "abc", lambda: True, lambda: ran.append("again"))  # cached
+    sweep.run("evaluate", "def", lambda: True, lambda: ran.append("evaluate"))
+    assert ran == ["table1", "evaluate"]
+    assert (tmp_path / "stages.json").read_text() == table1  # table1's records untouched
+    again = figures.FigureStages(tmp_path, "pareto-k8")
+    assert set(again.records) == {"train", "evaluate"}
+    assert again.run("evaluate", "def", lambda: True, lambda: ran.append("twice"))
+
+
 def _valid_png(path) -> None:
     with Image.open(path) as image:
         assert image.format == "PNG"
