@@ -232,7 +232,7 @@ def _records(ckpt, out: Path, cfg: AutointerpConfig, tokenizer, sample: np.ndarr
         raw_dir=cache.latents_dir(out, ckpt.architecture.name),
         sampler_cfg=SamplerConfig(
             n_examples_train=cfg.n_examples_train, n_examples_test=cfg.n_examples_test,
-            n_quantiles=cfg.n_quantiles,
+            n_quantiles=cfg.n_quantiles, train_type="top",
         ),
         constructor_cfg=ConstructorConfig(
             example_ctx_len=cfg.example_ctx_len, min_examples=cfg.min_examples,
@@ -242,7 +242,16 @@ def _records(ckpt, out: Path, cfg: AutointerpConfig, tokenizer, sample: np.ndarr
         modules=[ckpt.hookpoint],
         latents={ckpt.hookpoint: torch.from_numpy(sample)},
     )
-    return sorted(dataset, key=lambda r: r.latent.latent_index)
+    return sorted(map(_held_out, dataset), key=lambda r: r.latent.latent_index)
+
+
+def _held_out(record: LatentRecord) -> LatentRecord:
+    """Drop test examples the explainer saw. Delphi draws train and test examples from
+    the same pool with the same seed (with equal counts and quantile sampling they are
+    identical), which would score an explanation on its own training examples."""
+    seen = {tuple(ex.tokens.tolist()) for ex in record.train}
+    record.test = [ex for ex in record.test if tuple(ex.tokens.tolist()) not in seen]
+    return record
 
 
 def _name(record: LatentRecord) -> str:
