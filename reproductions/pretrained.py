@@ -32,7 +32,7 @@ from transcoders.atomic import write_json
 from transcoders.checkpoints import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
 from transcoders.data import load_corpus, load_model, tokenize
 from transcoders.errors import UserError
-from transcoders.training.heldout import FVU
+from transcoders.evaluation.metrics import Reconstruction
 
 from .presets import PRETRAINED, Preset
 from .stages import Stages, config_key
@@ -62,9 +62,9 @@ def centring_check(
     scores = []
     with torch.no_grad():
         for candidate in (coder, folded):
-            fvu = FVU()
-            fvu.update(y, candidate(x.to(candidate.dtype)).sae_out)
-            scores.append(fvu.compute())
+            fvu = Reconstruction()
+            fvu.add(candidate(x.to(candidate.dtype)).sae_out, y)
+            scores.append(fvu.fvu)
     return scores[0], scores[1]
 
 

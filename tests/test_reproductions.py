@@ -13,7 +13,7 @@ from transcoders import architectures
 from transcoders.checkpoints import find
 from transcoders.evaluation import EvalConfig, evaluate
 from transcoders.training import TrainingConfig, train
-from transcoders.training.train import check_applicable, module_widths, resolve_hookpoints
+from transcoders.hookpoints import check_applicable, module_widths, resolve_hookpoints
 
 
 @pytest.mark.parametrize("name", list(presets.PRESETS))

@@ -28,7 +28,7 @@ from ..atomic import atomic_path, write_json
 from ..checkpoints import Checkpoint, CheckpointError
 from ..data import EMBEDDED, load_corpus, load_model, tokenize
 from ..errors import UserError
-from ..training.train import HookpointError, module_widths
+from ..hookpoints import HookpointError, module_widths
 from . import metrics
 from .splice import Replacement, base_of, splice, zero_ablation
 

@@ -1,6 +1,7 @@
 """Training room: every architecture through sparsify's Trainer on one token stream."""
 
 from .config import TrainingConfig
-from .train import HookpointError, RunDirError, train
+from ..hookpoints import HookpointError
+from .train import RunDirError, train
 
 __all__ = ["HookpointError", "RunDirError", "TrainingConfig", "train"]
