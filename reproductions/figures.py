@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from transcoders.atomic import atomic_path, write_json
@@ -103,8 +104,9 @@ def frame(rows: list[dict], architectures: tuple[str, ...], by: str) -> pd.DataF
 
 
 def new_figure(panels: int) -> tuple[Figure, list]:
-    """A figure drawn by Agg without pyplot: no global state, no display needed."""
+    """A figure on an Agg canvas, without pyplot: no global state, no display needed."""
     fig = Figure(figsize=(5.2 * panels, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
     axes = fig.subplots(1, panels, squeeze=False)[0]
     return fig, list(axes)
 

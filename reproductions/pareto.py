@@ -75,7 +75,9 @@ def _ks(text: str) -> list[int]:
         raise click.BadParameter(f"'{text}' is not a comma-separated list of integers",
                                  param_hint="--ks") from None
     if not ks or ks[0] < 1:
-        raise click.BadParameter(f"'{text}': give positive k values, e.g. 16,32,64", param_hint="--ks")
+        raise click.BadParameter(
+            f"'{text}': give positive k values, e.g. 16,32,64", param_hint="--ks"
+        )
     return ks
 
 

@@ -40,7 +40,8 @@ def _summary(hookpoints, skip=()):
                 groups.append({
                     "architecture": arch, "hookpoint": hp, "scorer": scorer,
                     "latents": 5, "headline": headline,
-                    headline: value, f"{headline}_low": value - 0.1, f"{headline}_high": value + 0.1,
+                    headline: value, f"{headline}_low": value - 0.1,
+                    f"{headline}_high": value + 0.1,
                     f"shuffled_{headline}": 0.5, f"shuffled_{headline}_low": 0.45,
                     f"shuffled_{headline}_high": 0.55,
                 })
