@@ -17,6 +17,10 @@ Paths are relative to the folder holding mkdocs.yml. If the file exists, the reg
 is replaced by a Markdown table of its rows and a line naming the file; otherwise
 the region (the notice) is kept as written.
 
+Figures work the same way: `<!-- figure: reproductions/results/embedded/pareto.png -->`
+... `<!-- /figure -->` shows the image if it exists (copied into the site under
+`generated/`), else keeps the notice.
+
 `<!-- presets-table -->` is replaced by the reproduction presets' values, read from
 `reproductions.presets` itself.
 """
@@ -27,15 +31,20 @@ import csv
 import dataclasses
 import json
 import math
+import posixpath
 import re
 import sys
 from pathlib import Path
+
+from mkdocs.structure.files import File
 
 REGION = re.compile(
     r"<!-- (?P<kind>csv|json)-table: (?P<path>\S+)(?: (?P<key>\w+))? -->\n"
     r"(?P<notice>.*?)<!-- /(?P=kind)-table -->",
     re.S,
 )
+FIGURE = re.compile(r"<!-- figure: (?P<path>\S+) -->\n(?P<notice>.*?)<!-- /figure -->", re.S)
+GENERATED = "generated"
 FLOAT = re.compile(r"[-+]?\d*\.\d+(e[-+]?\d+)?|[-+]?\d+e[-+]?\d+", re.I)
 
 
@@ -128,9 +137,33 @@ def _value(value) -> str:
     return "–" if value is None else str(value)
 
 
+def figures(markdown: str, root: Path, page_uri: str) -> str:
+    """Replace every figure region whose image exists by the image."""
+
+    def replace(match: re.Match) -> str:
+        rel = match["path"]
+        if not (root / rel).is_file():
+            return match[0]
+        link = posixpath.relpath(f"{GENERATED}/{rel}", posixpath.dirname(page_uri) or ".")
+        return f"![Generated from {rel}]({link})\n\n*Generated from `{rel}`.*\n"
+
+    return FIGURE.sub(replace, markdown)
+
+
+def on_files(files, config):
+    """MkDocs entry point: copy every existing figure a page names into the site."""
+    root = Path(config["config_file_path"]).parent
+    for page in Path(config["docs_dir"]).rglob("*.md"):
+        for match in FIGURE.finditer(page.read_text()):
+            source, uri = root / match["path"], f"{GENERATED}/{match['path']}"
+            if source.is_file() and files.get_file_from_path(uri) is None:
+                files.append(File.generated(config, uri, abs_src_path=str(source)))
+    return files
+
+
 def on_page_markdown(markdown, page, config, files):
     """MkDocs entry point."""
     root = Path(config["config_file_path"]).parent
     if "<!-- presets-table -->" in markdown:
         markdown = markdown.replace("<!-- presets-table -->", presets_table(root))
-    return render(markdown, root)
+    return figures(render(markdown, root), root, page.file.src_uri)

@@ -8,6 +8,7 @@ the working tree.
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import json
@@ -46,7 +47,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def build_site(tmp: Path, results: dict[str, str] | None) -> Path:
+def build_site(tmp: Path, results: dict[str, str | bytes] | None) -> Path:
     """Build the docs from a copy of the sources, with `results` (file name ->
     contents) written into the results folder."""
     src = tmp / "src"
@@ -60,7 +61,8 @@ def build_site(tmp: Path, results: dict[str, str] | None) -> Path:
         shutil.copy(module, src / "reproductions")
     for name, text in (results or {}).items():
         (src / RESULTS).mkdir(parents=True, exist_ok=True)
-        (src / RESULTS / name).write_text(text)
+        target = src / RESULTS / name
+        target.write_bytes(text) if isinstance(text, bytes) else target.write_text(text)
     site = tmp / "site"
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
@@ -121,6 +123,7 @@ class Page(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.nav_links: list[str] = []
+        self.images: list[str] = []
         self.table_cells: list[str] = []
         self._depth = 0  # >0 while inside a generated table div
         self._cell: list[str] | None = None
@@ -130,6 +133,8 @@ class Page(HTMLParser):
         classes = (attrs.get("class") or "").split()
         if tag == "a" and "md-nav__link" in classes and attrs.get("href"):
             self.nav_links.append(attrs["href"])
+        if tag == "img" and attrs.get("src"):
+            self.images.append(attrs["src"])
         if tag == "div" and ("generated-table" in classes or self._depth):
             self._depth += 1
         if self._depth and tag in ("td", "th"):
@@ -180,3 +185,17 @@ def test_navigation_links_resolve(tmp_path, serve):
     for url in sorted(pages):
         with urllib.request.urlopen(url, timeout=10) as response:
             assert response.status == 200, url
+
+
+def test_generated_figure_is_shown(tmp_path, serve):
+    # A 1x1 PNG standing in for a figure: a rendering fixture, not a result.
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+    )
+    base = serve(build_site(tmp_path, {"pareto.png": png}))
+    url = urljoin(base, "guides/reproductions/")
+    images = [src for src in parse(rendered_dom(url, tmp_path / "profile")).images
+              if src.endswith("pareto.png")]
+    assert len(images) == 1
+    with urllib.request.urlopen(urljoin(url, images[0]), timeout=10) as response:
+        assert response.read() == png
