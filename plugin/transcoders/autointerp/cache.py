@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +62,6 @@ class CacheReport:
     """How many times a coder's buffer was written to disk."""
     peak_buffer_entries: int = 0
     """Most nonzero activations held in memory for one coder at once."""
-    latents_dirs: dict[str, Path] = field(default_factory=dict)
-    """Architecture name -> the Delphi `latents` folder written for it."""
 
 
 def latents_dir(out_dir: Path, arch: str) -> Path:
@@ -233,7 +231,6 @@ def cache_latents(
         (folder / CONFIG_FILE).unlink(missing_ok=True)
         writer = _SplitWriter(folder, coder.num_latents, n_splits, buffer_size, report)
         coders.append((ckpt, coder, writer))
-        report.latents_dirs[ckpt.architecture.name] = folder.parent
 
     staging = out_dir / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
@@ -295,7 +292,3 @@ def _stop_when_all(store: dict, hookpoints: list[str]):
 
     return hook
 
-
-def firing_counts(out_dir: str | Path, arch: str) -> dict[str, Tensor]:
-    """Hookpoint -> how many cached tokens each latent fired on."""
-    return torch.load(Path(out_dir) / arch / "log" / FIRING_COUNTS_FILE, weights_only=True)
