@@ -163,6 +163,13 @@ def test_run_dir_without_checkpoints(tmp_path):
         pipeline.run_autointerp(tmp_path, AutointerpConfig())
 
 
+def test_explainer_that_cannot_be_loaded(world, tmp_path):
+    cfg = config(world, tmp_path / "out", explainer=f"local:{tmp_path / 'no-such-model'}")
+    with pytest.raises(pipeline.AutointerpError, match="Could not load the client 'local:"):
+        pipeline.run_autointerp(world[1], cfg)
+    assert not (tmp_path / "out").exists()  # failed before caching anything
+
+
 def test_unknown_scorer(world):
     with pytest.raises(pipeline.AutointerpError, match="Unknown scorer 'simulation'"):
         pipeline.run_autointerp(world[1], AutointerpConfig(scorers=["simulation"]))

@@ -90,13 +90,14 @@ def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
     model_name = cfg.model or manifest.get("model", EMBEDDED)
     dataset = cfg.dataset or manifest.get("dataset", EMBEDDED)
 
+    # Models first: a bad client spec should fail before the slow caching pass.
+    explainer, judge = _explainer_and_judge(cfg)
+    scorers = {name: _scorer(name, judge, cfg) for name in cfg.scorers}
+
     cache_cfg = cfg.cache_config(model_name, dataset)
     tokenizer = _tokenizer(model_name)
     if not cache.is_complete(out, ckpts, cache_cfg):
         _cache(ckpts, out, cfg, model_name, dataset, cache_cfg)
-
-    explainer, judge = _explainer_and_judge(cfg)
-    scorers = {name: _scorer(name, judge, cfg) for name in cfg.scorers}
 
     rows = []
     for ckpt in ckpts:
