@@ -169,9 +169,9 @@ def _check(out, name, by, points, archs):
 @pytest.mark.integration
 def test_pareto_end_to_end(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    args = TINY + ["--ks", "4,8", "--out", str(out), "--work", str(work)]
+    args = TINY + ["--ks", "8,16", "--out", str(out), "--work", str(work)]
     _invoke(pareto.main, args)
-    _check(out, "pareto", "k", [4, 8], ["sae", "transcoder"])
+    _check(out, "pareto", "k", [8, 16], ["sae", "transcoder"])
     # A rerun reuses every stage.
     again = _invoke(pareto.main, args)
     assert again.output.count("] cached (") == 6 and "running" not in again.output
