@@ -135,7 +135,10 @@ def test_forward_stops_after_the_last_hookpoint(tmp_path):
     assert ran == []
 
 
-def test_is_complete_marks_a_finished_cache(setup):
+def test_is_complete_marks_a_finished_cache(setup, tmp_path):
     root, _, _, ckpts, _ = setup
     assert cache.is_complete(root / "out", ckpts, CONFIG)
     assert not cache.is_complete(root / "out", ckpts, {**CONFIG, "cache_ctx_len": 8})
+    # A retrained coder (other weights, same config) does not match the old cache.
+    other = checkpoints.find(tiny_run(tmp_path / "run", seed=1))
+    assert not cache.is_complete(root / "out", other, CONFIG)

@@ -19,6 +19,7 @@ Layout: `<out>/<arch>/latents/<hookpoint>/<start>_<end>.safetensors` plus `confi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import struct
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..activations import record
 from ..atomic import atomic_path, write_json
-from ..checkpoints import Checkpoint
+from ..checkpoints import WEIGHTS_FILE, Checkpoint
 
 # Delphi's threshold for a nonzero activation (delphi/latents/cache.py).
 NONZERO = 1e-5
@@ -68,11 +69,21 @@ def latents_dir(out_dir: Path, arch: str) -> Path:
     return Path(out_dir) / arch / "latents"
 
 
+def _config_for(ckpt: Checkpoint, config: dict) -> dict:
+    """The config.json of one coder's cache: `config` plus a hash of the coder's
+    weights, so a retrained coder is never matched to an old cache."""
+    digest = hashlib.sha256()
+    with open(ckpt.path / WEIGHTS_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return {**config, "coder_sha256": digest.hexdigest()}
+
+
 def is_complete(out_dir: Path, checkpoints: list[Checkpoint], config: dict) -> bool:
     """Whether a previous pass already cached these checkpoints with this config."""
     for ckpt in checkpoints:
         file = latents_dir(out_dir, ckpt.architecture.name) / ckpt.hookpoint / CONFIG_FILE
-        if not file.is_file() or json.loads(file.read_text()) != config:
+        if not file.is_file() or json.loads(file.read_text()) != _config_for(ckpt, config):
             return False
     return True
 
@@ -215,7 +226,7 @@ def cache_latents(
     """Cache every checkpoint's latents on `tokens` (rows of token ids) in one pass.
 
     `config` is written as each hookpoint's `config.json` (Delphi's `CacheConfig`
-    fields plus `model_name`). A coder holds at most `buffer_size` nonzero activations
+    fields plus `model_name`), with the coder's weights hash added. A coder holds at most `buffer_size` nonzero activations
     in memory (plus one batch) before they go to disk.
     """
     out_dir = Path(out_dir)
@@ -276,8 +287,8 @@ def cache_latents(
         with atomic_path(out_dir / arch / "log" / FIRING_COUNTS_FILE) as tmp:
             torch.save(counts, tmp)
     # config.json last: its presence marks a hookpoint's cache as complete.
-    for _, _, writer in coders:
-        write_json(writer.folder / CONFIG_FILE, config)
+    for ckpt, _, writer in coders:
+        write_json(writer.folder / CONFIG_FILE, _config_for(ckpt, config))
     shutil.rmtree(staging)
     return report
 
