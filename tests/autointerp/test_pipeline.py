@@ -158,6 +158,15 @@ def test_endpoint_failure_stops_with_a_clear_error_and_keeps_finished_work(world
     assert not list((tmp_path / "out" / "sae" / "scores" / "detection").glob("*.txt"))
 
 
+def test_other_settings_never_mix_with_finished_results(world, tmp_path):
+    _, run = world
+    cfg = config(world, tmp_path / "out", explainer="top-tokens", scorers=["embedding"], architectures=["sae"], latents=2)
+    pipeline.run_autointerp(run, cfg)
+    other = config(world, tmp_path / "out", explainer="local:x", scorers=["embedding"], architectures=["sae"])
+    with pytest.raises(pipeline.AutointerpError, match="other settings .*explainer"):
+        pipeline.run_autointerp(run, other)
+
+
 def test_run_dir_without_checkpoints(tmp_path):
     with pytest.raises(pipeline.AutointerpError, match="No checkpoints"):
         pipeline.run_autointerp(tmp_path, AutointerpConfig())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,20 @@ def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
     model_name = cfg.model or manifest.get("model", EMBEDDED)
     dataset = cfg.dataset or manifest.get("dataset", EMBEDDED)
 
+    settings = _check_same_settings(out, cfg, model_name, dataset)
     # Models first: a bad client spec should fail before the slow caching pass.
     explainer, judge = _explainer_and_judge(cfg)
     scorers = {name: _scorer(name, judge, cfg) for name in cfg.scorers}
+    write_json(out / SETTINGS_FILE, settings)
 
     cache_cfg = cfg.cache_config(model_name, dataset)
     tokenizer = _tokenizer(model_name)
     if not cache.is_complete(out, ckpts, cache_cfg):
+        # Explanations and scores of an older cache (other coders) are stale.
+        for arch in {c.architecture.name for c in ckpts}:
+            for folder in ("explanations", "scores"):
+                shutil.rmtree(out / arch / folder, ignore_errors=True)
+            (out / arch / "shuffled_donors.json").unlink(missing_ok=True)
         _cache(ckpts, out, cfg, model_name, dataset, cache_cfg)
 
     rows = []
@@ -112,6 +120,30 @@ def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
     with atomic_path(out / "summary.csv") as tmp:
         pd.DataFrame(summary["groups"]).to_csv(tmp, index=False)
     return summary
+
+
+# Settings that change no explanation or score already on disk.
+_RESUMABLE = {"latents", "scorers", "architectures", "hookpoints", "out", "concurrency", "device", "n_boot"}
+SETTINGS_FILE = "settings.json"
+
+
+def _check_same_settings(out: Path, cfg: AutointerpConfig, model: str, dataset: str) -> dict:
+    """Refuse to mix results of different settings in one folder: a rerun resumes only
+    the run that wrote it (more latents or scorers are fine). Returns the settings."""
+    settings = {
+        k: v for k, v in {**asdict(cfg), "model": model, "dataset": dataset}.items()
+        if k not in _RESUMABLE
+    }
+    file = out / SETTINGS_FILE
+    if file.is_file():
+        old = json.loads(file.read_text())
+        changed = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
+        if changed:
+            raise AutointerpError(
+                f"{out} holds results made with other settings ({', '.join(changed)} "
+                f"differ, see {file}); pass another --out, or delete {out} to start over"
+            )
+    return settings
 
 
 def _manifest(run_dir: Path) -> dict:
