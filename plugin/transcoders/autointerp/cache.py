@@ -221,7 +221,7 @@ def cache_latents(
     config: dict,
     batch_size: int = 8,
     n_splits: int = 5,
-    buffer_size: int = 1 << 22,
+    buffer_size: int = 1 << 20,
 ) -> CacheReport:
     """Cache every checkpoint's latents on `tokens` (rows of token ids) in one pass.
 
