@@ -21,7 +21,7 @@ import torch
 from sparsify import SparseCoder
 
 from transcoders import architectures, checkpoints
-from transcoders.autointerp.cache import cache_latents, firing_counts, latents_dir
+from transcoders.autointerp.cache import FIRING_COUNTS_FILE, cache_latents, latents_dir
 from transcoders.autointerp.clients import LocalClient
 from transcoders.autointerp.delphi_compat import import_delphi
 from transcoders.data import EMBEDDED, load_corpus, load_model, tokenize
@@ -75,7 +75,8 @@ def _records(bench: AutointerpBench, model, tokenizer, root: Path) -> list[Laten
                     ctx_len=bench.ctx_len, max_tokens=bench.cache_tokens)
     cache_latents(model, checkpoints.find(root / "run"), rows[:]["input_ids"], root / "cache",
                   config={"model_name": bench.model}, n_splits=1)
-    counts = firing_counts(root / "cache", arch.name)[bench.hookpoint]
+    counts = torch.load(root / "cache" / arch.name / "log" / FIRING_COUNTS_FILE,
+                        weights_only=True)[bench.hookpoint]
     chosen = counts.argsort(descending=True)[: bench.latents]
     dataset = LatentDataset(
         raw_dir=latents_dir(root / "cache", arch.name),

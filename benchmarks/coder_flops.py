@@ -166,7 +166,11 @@ def _step_times(arch: str, replay: Replay, bench: CoderFlopsBench) -> list[float
     return stamps.gaps(skip=bench.warmup_steps)
 
 
-def _profile(arch: str, replay: Replay, bench: CoderFlopsBench, top: int = 12) -> list[dict]:
+# Operators that are dense matrix products (the only ones near the matmul rate).
+DENSE = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul")
+
+
+def _profile(arch: str, replay: Replay, bench: CoderFlopsBench, top: int = 15) -> dict:
     """Self CPU time per op over a short Trainer run: where a coder step's time goes."""
     small = CoderFlopsBench(**{**asdict(bench), "warmup_steps": 1, "steps": bench.profile_steps})
     with tempfile.TemporaryDirectory(prefix="bench-prof-") as out, \
@@ -177,11 +181,16 @@ def _profile(arch: str, replay: Replay, bench: CoderFlopsBench, top: int = 12) -
             trainer.fit()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1
-    return [
-        {"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6,
-         "share": e.self_cpu_time_total / total, "calls": e.count}
-        for e in events[:top]
-    ]
+    dense = sum(e.self_cpu_time_total for e in events if e.key in DENSE)
+    return {
+        "dense_matmul_share": dense / total,
+        "total_self_cpu_s": total / 1e6,
+        "ops": [
+            {"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6,
+             "share": e.self_cpu_time_total / total, "calls": e.count}
+            for e in events[:top]
+        ],
+    }
 
 
 def run(bench: CoderFlopsBench) -> dict:
@@ -222,7 +231,7 @@ def run(bench: CoderFlopsBench) -> dict:
             "matmul_flops_per_s": timed["b"],
             "matmul_by_shape": matmul_samples,
             "fraction_of_matmul": coder_rate / matmul_rate,
-            "profile": _profile(arch, replay, bench) if bench.profile_steps else [],
+            "profile": _profile(arch, replay, bench) if bench.profile_steps else None,
         }
         print(
             f"  coder {coder_rate / 1e9:.1f} GFLOP/s, matmul {matmul_rate / 1e9:.1f} GFLOP/s, "

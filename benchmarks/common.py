@@ -83,6 +83,10 @@ class Timestamps:
         self.times: list[float] = []
         self.handle = module.register_forward_pre_hook(lambda *_: self.times.append(time.perf_counter()))
 
+    def mark(self) -> None:
+        """Record a time by hand (the end of the last step)."""
+        self.times.append(time.perf_counter())
+
     def gaps(self, skip: int) -> list[float]:
         """Durations of the steps after the first `skip`."""
         return [b - a for a, b in zip(self.times, self.times[1:])][skip:]

@@ -73,6 +73,11 @@ def _missing(name: str) -> str:
     )
 
 
+def _spread(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    return f"{ordered[len(ordered) // 2]:.1f} ({ordered[0]:.1f}–{ordered[-1]:.1f})"
+
+
 def _yes(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
@@ -97,11 +102,18 @@ def training(r: dict | None) -> tuple[str, list[list]]:
         rows.append([
             f"`{hp}`", f"{p['layers_run']} / {s['layers_run']}", f"{p['tokens_per_s']:.0f}",
             f"{s['tokens_per_s']:.0f}", f"**{v['speedup']:.2f}×**",
+            _spread(p["samples"]), _spread(s["samples"]),
             _loads(p["load"]), _loads(s["load"]),
         ])
     text += _table(["hookpoint", "layers run (plugin / sparsify)", "plugin tok/s",
-                    "sparsify tok/s", "speedup", "load (plugin runs)", "load (sparsify runs)"], rows)
-    text += "\n" + _machine(r)
+                    "sparsify tok/s", "speedup", "plugin step s", "sparsify step s",
+                    "load (plugin runs)", "load (sparsify runs)"], rows)
+    text += (
+        "\nStep times are median (min–max) over all timed steps. The gain from "
+        "truncation is at most the share of layers skipped, so at late layers it is "
+        "small and can sit inside the step-to-step spread of a shared machine.\n\n"
+    )
+    text += _machine(r)
     speedups = {hp: v["speedup"] for hp, v in r["hookpoints"].items()}
     targets = []
     early = next((hp for hp in speedups if hp.startswith("layers.3.")), None)
@@ -157,11 +169,20 @@ def coder_flops(r: dict | None) -> tuple[str, list[list]]:
             "encoder backward; `bitwise_xor_`, `lerp_` and `sign` are the schedule-free "
             "signum optimizer (schedulefree swaps its parameter buffers with XOR).\n\n"
         )
-        for arch, ops in profiled.items():
-            text += f"**{arch}**\n\n"
+        shares = [prof["dense_matmul_share"] for prof in profiled.values()]
+        text += (
+            f"Dense matrix products take {100 * min(shares):.0f}–{100 * max(shares):.0f}% "
+            "of a profiled coder step. They are the only part that runs near the matmul "
+            "rate, so with sparsify's CPU kernels and optimizer as they are, the coder "
+            "cannot get much above that share of the matmul FLOP/s: the rest of the step "
+            "is memory-bound sparse and element-wise work.\n\n"
+        )
+        for arch, prof in profiled.items():
+            text += (f"**{arch}**: dense matrix products take "
+                     f"{100 * prof['dense_matmul_share']:.0f}% of the profiled time.\n\n")
             text += _table(["operator", "share", "self CPU s", "calls"], [
                 [f"`{op['op']}`", f"{100 * op['share']:.0f}%", f"{op['self_cpu_s']:.2f}", op["calls"]]
-                for op in ops
+                for op in prof["ops"]
             ]) + "\n"
     return text, targets
 
@@ -196,9 +217,17 @@ def caching(r: dict | None) -> tuple[str, list[list]]:
     text += _table(["tokens", "implementation", "tok/s", "peak RSS MiB", "growth MiB",
                     "speedup", "same as Delphi", "load"], rows)
     g = r["growth_bytes_per_token"]
+    entries = r["measurements"][-1]["same_as_delphi"].get("nonzero_entries", 0)
     text += (
         f"\nPeak-memory growth per extra token cached, between the two token counts: "
-        f"plugin {g['plugin']:.0f} bytes, Delphi {g['delphi']:.0f} bytes.\n\n" + _machine(r)
+        f"plugin {g['plugin']:.0f} bytes, Delphi {g['delphi']:.0f} bytes. Delphi holds "
+        f"every nonzero activation in memory until `save_splits` (int64 locations and "
+        f"float32 values, 28 bytes each): {entries:,} entries, "
+        f"{entries * 28 / MIB:.0f} MiB at {r['measurements'][-1]['tokens']:,} tokens, "
+        f"growing linearly with the tokens cached. At these token counts that is still "
+        f"smaller than the per-batch working memory (Delphi builds a dense "
+        f"tokens × latents tensor per batch), so its peak does not show it yet.\n\n"
+        + _machine(r)
     )
     first, last = r["measurements"][0]["plugin"], r["measurements"][-1]["plugin"]
     rise = last["growth_bytes"] - first["growth_bytes"]

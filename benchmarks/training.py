@@ -8,9 +8,11 @@ B (sparsify): `sparsify.Trainer` on the whole base model. With `loss_fn="fvu"`
 sparsify's CLI loads `AutoModel`, i.e. the base model without the LM head, so B gets
 `model.base_model` (the same modules and weights as `AutoModel` would load).
 
-A step is timed from one model forward to the next (a forward pre-hook), so it holds
-everything the Trainer does per batch: data loading, the model forward, the coder's
-forward and backward, and the optimizer step. The final checkpoint save is not timed.
+A step is timed from one model forward to the next (a forward pre-hook; the last one
+ends where `fit` calls `save`), so it holds everything the Trainer does per batch:
+data loading, the model forward, the coder's forward and backward, and the optimizer
+step. The final checkpoint save is not timed. The machine is shared, so runs are short
+and many: the two sides alternate run by run.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ class TrainingBench:
     """Tokens per sequence (short, so the suite finishes in minutes on 2 cores)."""
     warmup_steps: int = 1
     """Steps run but not timed (the first one also initialises the coder's biases)."""
-    steps: int = 3
+    steps: int = 2
     """Timed steps per run."""
-    repeats: int = 2
+    repeats: int = 4
     """A/B runs per hookpoint, alternating."""
 
 
@@ -80,6 +82,9 @@ def _fit_step_times(trainer_cls, model, rows, bench: TrainingBench, hookpoint: s
         with contextlib.redirect_stdout(io.StringIO()):
             trainer = trainer_cls(cfg, rows, model)
             stamps = Timestamps(model)
+            # fit() saves right after its last step: that marks the step's end.
+            save = trainer.save
+            trainer.save = lambda: (stamps.mark(), save())
             try:
                 trainer.fit()
             finally:
@@ -91,8 +96,7 @@ def run(bench: TrainingBench) -> dict:
     """Median step time of both sides for every hookpoint, and their ratio."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     model, tokenizer = load_model(bench.model)
-    # One more batch than timed steps: the last step has no following forward.
-    n_rows = (bench.warmup_steps + bench.steps + 1) * bench.batch_size
+    n_rows = (bench.warmup_steps + bench.steps) * bench.batch_size
     rows = tokenize(
         load_corpus(bench.dataset, "train"), tokenizer,
         ctx_len=bench.ctx_len, max_tokens=n_rows * bench.ctx_len,

@@ -39,7 +39,8 @@ def test_coder_flops(tiny_lm_dir, tiny_corpus_dir, results):
     ))
     for arch, v in r["architectures"].items():
         assert len(v["step_s"]["samples"]) == 2, arch
-        assert v["fraction_of_matmul"] > 0 and v["profile"], arch
+        assert v["fraction_of_matmul"] > 0 and v["profile"]["ops"], arch
+        assert 0 < v["profile"]["dense_matmul_share"] < 1, arch
     # The skip connection adds its d x d products to the count.
     n, d, latents = 32, 32, 512
     assert coder_flops.coder_flops("skip-transcoder", n, d, latents, 4) == (
