@@ -68,32 +68,44 @@ def test_every_architecture_trains_into_sparsify_layout(tiny_run):
     ]
 
 
-def test_checkpoints_are_portable_and_manifest_fvu_is_reproducible(tiny_run):
-    """Recompute held-out FVU with plain sparsify loading and this test's own code."""
-    out, manifest = tiny_run
-    model, tokenizer = load_model(manifest["config"]["model"])
+def _recomputed_fvus(run, layer: int) -> dict[str, float]:
+    """Held-out FVU from plain sparsify loading and this test's own hook and formula."""
     from transcoders.data import load_corpus, tokenize
 
-    cfg = manifest["config"]
+    cfg = json.loads((run / "manifest.json").read_text())["config"]
+    model, tokenizer = load_model(cfg["model"])
     rows = tokenize(load_corpus(cfg["dataset"], "eval"), tokenizer,
                     ctx_len=cfg["ctx_len"], max_tokens=cfg["eval_tokens"], seed=cfg["seed"])
-    seen = {}
-    mlp = model.model.layers[1].mlp
-    handle = mlp.register_forward_hook(
-        lambda m, i, o: seen.setdefault("io", []).append((i[0], o))
-    )
+    seen = []
+    mlp = model.model.layers[layer].mlp
+    handle = mlp.register_forward_hook(lambda m, i, o: seen.append((i[0], o)))
     with torch.no_grad():
-        model(rows[:]["input_ids"])
+        for batch in rows[:]["input_ids"].split(8):
+            model(batch)
     handle.remove()
-    x = torch.cat([i for i, _ in seen["io"]]).flatten(0, 1)
-    y = torch.cat([o for _, o in seen["io"]]).flatten(0, 1)
+    x = torch.cat([i for i, _ in seen]).flatten(0, 1).double()
+    y = torch.cat([o for _, o in seen]).flatten(0, 1).double()
 
+    fvus = {}
     for arch in ("sae", "transcoder", "skip-transcoder"):
-        coder = SparseCoder.load_from_disk(out / arch / "layers.1.mlp")
+        coder = SparseCoder.load_from_disk(run / arch / f"layers.{layer}.mlp")
         with torch.no_grad():
-            pred = coder(y if arch == "sae" else x).sae_out
-        fvu = ((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
-        assert abs(fvu.item() - manifest["architectures"][arch]["fvu"]["layers.1.mlp"]) < 1e-3
+            pred = coder((y if arch == "sae" else x).float()).sae_out.double()
+        fvus[arch] = (((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()).item()
+    return fvus
+
+
+def test_checkpoints_are_portable_and_manifest_fvu_is_reproducible(tiny_run):
+    out, manifest = tiny_run
+    for arch, fvu in _recomputed_fvus(out, layer=1).items():
+        assert abs(fvu - manifest["architectures"][arch]["fvu"]["layers.1.mlp"]) < 1e-3
+
+
+@pytest.mark.integration
+def test_embedded_checkpoints_reproduce_the_manifest_fvu(embedded_run):
+    manifest = json.loads((embedded_run / "manifest.json").read_text())
+    for arch, fvu in _recomputed_fvus(embedded_run, layer=6).items():
+        assert abs(fvu - manifest["architectures"][arch]["fvu"]["layers.6.mlp"]) < 1e-3
 
 
 def test_all_architectures_see_the_same_tokens(tmp_path, tiny_lm_dir, tiny_corpus_dir, monkeypatch):
