@@ -212,3 +212,28 @@ def test_scorers_never_see_the_explainers_examples():
 
     record = LatentRecord(Latent("m", 0), train=[ex(1, 2), ex(3, 4)], test=[ex(3, 4), ex(5, 6), ex(1, 2)])
     assert [t.tokens.tolist() for t in pipeline._held_out(record).test] == [[5, 6]]
+
+
+def test_latents_need_examples_beyond_the_explainers(tmp_path):
+    """A latent whose every activating window goes to the explainer would be scored
+    on non-activating examples alone, so it must not be sampled."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from transcoders.autointerp.config import AutointerpConfig
+    from transcoders.autointerp.pipeline import eligible_latents
+
+    cfg = AutointerpConfig(example_ctx_len=8, n_examples_train=4, min_examples=3, n_non_activating=2)
+    tokens = np.zeros((8, 16), dtype=np.int64)  # 16 windows of 8 tokens
+    locations = []
+    for latent, n_windows in ((0, 4), (1, 6), (2, 7)):
+        locations += [(w // 2, (w % 2) * 8, latent) for w in range(n_windows)]
+    locations = np.array(locations, dtype=np.uint32)
+    save_file(
+        {"locations": locations, "activations": np.ones(len(locations), dtype=np.float16),
+         "tokens": tokens},
+        str(tmp_path / "0_2.safetensors"),
+    )
+    live, eligible = eligible_latents(tmp_path, cfg)
+    assert live == 3
+    assert eligible.tolist() == [2]

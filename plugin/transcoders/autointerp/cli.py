@@ -50,7 +50,7 @@ def _csv(_ctx, _param, value: str | None) -> list[str] | None:
 @click.option("--example-ctx-len", default=_DEFAULTS.example_ctx_len, show_default=True,
               help="Tokens per example shown to explainer and scorers.")
 @click.option("--min-examples", default=_DEFAULTS.min_examples, show_default=True,
-              help="Activating examples a latent needs to be sampled.")
+              help="Activating examples a latent needs beyond the explainer's to be sampled.")
 @click.option("--train-examples", "n_examples_train", default=_DEFAULTS.n_examples_train,
               show_default=True, help="Activating examples shown to the explainer.")
 @click.option("--test-examples", "n_examples_test", default=_DEFAULTS.n_examples_test,

@@ -73,7 +73,8 @@ class AutointerpConfig:
     autointerp guide); LLM judges may want Delphi's 32."""
 
     min_examples: int = 20
-    """A latent needs at least this many activating examples to be sampled."""
+    """Activating examples a latent needs, beyond the `n_examples_train` the explainer
+    sees, to be sampled: the explainer's examples are never scored."""
 
     n_examples_train: int = 20
     """Activating examples shown to the explainer: the latent's strongest."""

@@ -255,7 +255,10 @@ def eligible_latents(folder: Path, cfg: AutointerpConfig) -> tuple[int, np.ndarr
         pairs = np.unique(np.stack([locations[:, 2], window], axis=1), axis=0)
         windows = np.bincount(pairs[:, 0], minlength=end - start + 1)
         live += int((windows > 0).sum())
-        ok = (windows >= cfg.min_examples) & (n_windows - windows >= cfg.n_non_activating)
+        # The explainer's examples are held out of scoring (`_held_out`), so a latent
+        # needs `min_examples` activating windows beyond the ones the explainer sees.
+        needed = cfg.n_examples_train + cfg.min_examples
+        ok = (windows >= needed) & (n_windows - windows >= cfg.n_non_activating)
         eligible.extend((np.flatnonzero(ok) + start).tolist())
     return live, np.array(eligible, dtype=np.int64)
 
@@ -298,8 +301,9 @@ def _explain_and_score(ckpt, out: Path, cfg, tokenizer, explainer, scorers) -> l
     if len(eligible) < 2:
         raise AutointerpError(
             f"{arch}/{hp}: only {len(eligible)} of {live} live latents have "
-            f">= {cfg.min_examples} activating examples; cache more tokens (--tokens) "
-            "or lower --min-examples"
+            f">= {cfg.n_examples_train + cfg.min_examples} activating examples "
+            f"({cfg.n_examples_train} to explain, {cfg.min_examples} to score); cache "
+            "more tokens (--tokens) or lower --min-examples / --train-examples"
         )
     rng = np.random.default_rng(cfg.seed)
     sample = np.sort(rng.choice(eligible, size=min(cfg.latents, len(eligible)), replace=False))
