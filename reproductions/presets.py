@@ -97,6 +97,7 @@ PRESETS = {
             "embedded",
             "SmolLM2-135M-Instruct on Shakespeare, layer 6 MLP, offline on CPU.",
             train_tokens=100_000,
+            eval_tokens=8_192,
             model_config=SMOLLM2_135M,
         ),
         Preset(
