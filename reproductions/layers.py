@@ -25,7 +25,7 @@ from transcoders.errors import UserError
 
 from . import figures, presets
 from .presets import Preset
-from .table1 import _overrides, _preset_options
+from .table1 import preset_overrides, preset_options
 
 DEFAULT_POINTS = 4
 
@@ -105,7 +105,7 @@ def plot(table: pd.DataFrame, title: str) -> Figure:
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Checkpoints, caches and stage records, shared with table1 "
                    "[default: runs/PRESET].")
-@_preset_options
+@preset_options
 def main(preset_name: str, layers_text: str | None, scorer: str, out: Path | None,
          work: Path | None, **options) -> None:
     """Plot each architecture's interpretability at the MLP of several layers.
@@ -119,7 +119,7 @@ def main(preset_name: str, layers_text: str | None, scorer: str, out: Path | Non
     try:
         if options.get("hookpoints") is not None:
             raise UserError("--hookpoints is set by --layers here (layers.N.mlp)")
-        preset = dataclasses.replace(presets.get(preset_name), **_overrides(options))
+        preset = dataclasses.replace(presets.get(preset_name), **preset_overrides(options))
         layers = choose_layers(preset, layers_text)
         out = out or Path("reproductions/results") / preset.name
         work = work or Path("runs") / preset.name

@@ -25,7 +25,7 @@ from transcoders.errors import UserError
 
 from . import figures, presets
 from .presets import Preset
-from .table1 import _overrides, _preset_options
+from .table1 import preset_overrides, preset_options
 
 DEFAULT_KS = "16,32,64"
 
@@ -94,7 +94,7 @@ def _ks(text: str) -> list[int]:
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Checkpoints, caches and stage records, shared with table1 "
                    "[default: runs/PRESET].")
-@_preset_options
+@preset_options
 def main(preset_name: str, ks_text: str, scorer: str, out: Path | None, work: Path | None,
          **options) -> None:
     """Plot ΔCE and FVU against interpretability for each architecture over a
@@ -110,7 +110,7 @@ def main(preset_name: str, ks_text: str, scorer: str, out: Path | None, work: Pa
     try:
         if options.get("k") is not None:
             raise UserError("--k is set per point of the sweep; use --ks instead")
-        preset = dataclasses.replace(presets.get(preset_name), **_overrides(options))
+        preset = dataclasses.replace(presets.get(preset_name), **preset_overrides(options))
         out = out or Path("reproductions/results") / preset.name
         work = work or Path("runs") / preset.name
         table = sweep(preset, ks, scorer, work)

@@ -168,7 +168,7 @@ OVERRIDABLE = [
 ]
 
 
-def _preset_options(command):
+def preset_options(command):
     """One `--field` option per preset field, so every value can be overridden."""
     for f in reversed(OVERRIDABLE):
         kind = str(f.type)
@@ -181,7 +181,7 @@ def _preset_options(command):
     return command
 
 
-def _overrides(options: dict) -> dict:
+def preset_overrides(options: dict) -> dict:
     changes = {}
     for f in OVERRIDABLE:
         value = options.get(f.name)
@@ -207,7 +207,7 @@ def _overrides(options: dict) -> dict:
 @click.option("--pretrained", is_flag=True,
               help="Evaluate EleutherAI's released checkpoints instead of training "
                    "(llama-3.2-1b preset).")
-@_preset_options
+@preset_options
 def main(preset_name: str, list_presets: bool, out: Path | None, work: Path | None,
          pretrained: bool, **options) -> None:
     """Reproduce Table 1: train (or load), evaluate and autointerp SAE, transcoder
@@ -226,7 +226,7 @@ def main(preset_name: str, list_presets: bool, out: Path | None, work: Path | No
         return
     try:
         preset = presets.get(preset_name)
-        preset = dataclasses.replace(preset, **_overrides(options))
+        preset = dataclasses.replace(preset, **preset_overrides(options))
         out = out or Path("reproductions/results") / preset.name
         work = work or Path("runs") / preset.name
         results = run(preset, out, work, pretrained=pretrained)

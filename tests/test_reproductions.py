@@ -44,7 +44,7 @@ def test_preset_matches_its_models_hf_config(name):
 def test_every_preset_field_has_a_flag():
     flags = {o.name for o in table1.main.params}
     assert {f.name for f in table1.OVERRIDABLE} <= flags
-    changed = table1._overrides({"k": 64, "hookpoints": "layers.1.mlp, layers.2.mlp", "scorer_model": "none"})
+    changed = table1.preset_overrides({"k": 64, "hookpoints": "layers.1.mlp, layers.2.mlp", "scorer_model": "none"})
     assert changed == {"k": 64, "hookpoints": ("layers.1.mlp", "layers.2.mlp"), "scorer_model": None}
 
 
