@@ -48,6 +48,7 @@ class Checkpoint:
         return SparseCoderConfig.from_dict(data, drop_extra_fields=True)
 
     def d_in(self) -> int:
+        """The coder's input width, from cfg.json."""
         return int(_read_config(self.path)["d_in"])
 
     def load(self, device: str | torch.device = "cpu") -> SparseCoder:

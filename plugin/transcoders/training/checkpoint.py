@@ -26,6 +26,7 @@ def _rank_zero() -> bool:
 
 
 def checkpoint_dir(save_dir: str | Path, run_name: str) -> Path:
+    """Where sparsify's Trainer writes the checkpoint of run `run_name`."""
     return Path(save_dir) / run_name
 
 
@@ -45,6 +46,7 @@ class AtomicTrainer(Trainer):
     """sparsify's Trainer whose checkpoints are replaced atomically."""
 
     def save(self) -> None:
+        """sparsify's save, into a staging folder swapped in by renames."""
         real_dir = self.cfg.save_dir
         staging_root = Path(real_dir) / STAGING
         staged = checkpoint_dir(staging_root, self.cfg.run_name)

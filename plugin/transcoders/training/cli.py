@@ -57,7 +57,9 @@ def train_command(no_truncate: bool, resume: bool, overwrite: bool, **options) -
 
     \b
     Every architecture sees the same token stream (same rows, same order, same
-    seed). Output keeps sparsify's layout, OUT/<arch>/<hookpoint>/{cfg.json,
+    seed). The model runs only up to the last hooked layer, and when the
+    activations fit in memory they are recorded once and replayed to every
+    architecture instead of rerunning the model. Output keeps sparsify's layout, OUT/<arch>/<hookpoint>/{cfg.json,
     sae.safetensors}, plus OUT/manifest.json with the config, package versions,
     wall time and held-out FVU per architecture and hookpoint.
 
@@ -66,7 +68,8 @@ def train_command(no_truncate: bool, resume: bool, overwrite: bool, **options) -
       transcoders train --out runs/demo
       transcoders train --arch transcoder --hookpoints 'layers.*.mlp' --k 64 --out runs/all
       torchrun --nproc-per-node 8 -m transcoders train --model EleutherAI/pythia-160m \\
-          --dataset EleutherAI/SmolLM2-135M-10B --dataset-split 'train[:1%]' --out runs/p160
+          --dataset EleutherAI/SmolLM2-135M-10B --dataset-split 'train[:1%]' \\
+          --eval-split 'train[99%:]' --out runs/p160
     """
     init_distributed()
     cfg = TrainingConfig(truncate=not no_truncate, **options)

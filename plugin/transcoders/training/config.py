@@ -71,6 +71,7 @@ class TrainingConfig:
     """`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`."""
 
     def to_dict(self) -> dict:
+        """Every field, as recorded in the manifest."""
         return asdict(self)
 
     def identity(self) -> dict:

@@ -71,10 +71,12 @@ class ActivationReplay(nn.Module):
 
     @property
     def base_model(self) -> "ActivationReplay":
+        """sparsify looks hookpoints up under `base_model`; they are here."""
         return self
 
     @property
     def device(self) -> torch.device:
+        """The device the activations were recorded on."""
         return self._device
 
     @property
@@ -83,6 +85,7 @@ class ActivationReplay(nn.Module):
         return {"input_ids": self.tokens[:1]}
 
     def forward(self, input_ids: Tensor, **_) -> None:
+        """Feed each row's recorded activations through the hookpoint modules."""
         try:
             index = [self.row_of[row.cpu().numpy().tobytes()] for row in input_ids]
         except KeyError as err:

@@ -15,6 +15,7 @@ import time
 
 import httpx
 
+from ...errors import UserError
 from ..delphi_compat import import_delphi
 from .base import Generation, Prompt, TokenLogprobs, TopLogprob, as_messages
 
@@ -29,7 +30,7 @@ GENERATION_ARGS = {
 }
 
 
-class EndpointError(RuntimeError):
+class EndpointError(UserError, RuntimeError):
     """The endpoint failed for good: unreachable, rate-limited past the retries, or refused."""
 
 
