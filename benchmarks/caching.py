@@ -7,11 +7,17 @@ own `sae_dense_latents`, as `delphi.__main__` wires it; it runs `run` then
 `save_splits`. The plugin runs `cache_latents`, which writes the same files. After
 each pair the two caches are compared file by file: the same split files holding the
 same locations, activations and tokens.
+
+Workers run with glibc's `MALLOC_MMAP_THRESHOLD_` at 1 MiB (both sides alike), so
+large freed buffers go back to the OS at once. With glibc's adaptive default, freed
+per-batch buffers stay in a fragmented heap and the peak drifts by tens of MiB from
+run to run whatever the token count, which would hide the growth being measured.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +31,9 @@ import numpy as np
 from transcoders.data import EMBEDDED
 
 from .common import load
+
+
+MMAP_THRESHOLD = 1 << 20
 
 
 @dataclass
@@ -43,7 +52,7 @@ class CachingBench:
     """Active latents per token."""
     expansion_factor: int = 16
     """Latents per input dimension."""
-    token_counts: list[int] = field(default_factory=lambda: [4096, 16384])
+    token_counts: list[int] = field(default_factory=lambda: [4096, 32768])
     """Tokens cached, one measurement pair each."""
     ctx_len: int = 256
     """Tokens per sequence."""
@@ -152,6 +161,7 @@ def _spawn(impl: str, n_tokens: int, bench: CachingBench, run_dir: Path, out: Pa
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.caching", args],
         capture_output=True, text=True, check=False, cwd=Path(__file__).parents[1],
+        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)},
     )
     if done.returncode != 0:
         raise RuntimeError(f"caching worker ({impl}, {n_tokens}) failed:\n{done.stderr[-3000:]}")

@@ -198,7 +198,9 @@ def caching(r: dict | None) -> tuple[str, list[list]]:
         f"({c['architecture']} at `{c['hookpoint']}`, k={c['k']}, expansion "
         f"{c['expansion_factor']}), tokens ({c['batch_size']}×{c['ctx_len']} per batch) "
         f"and {c['n_splits']} splits. Each measurement is its own process; *peak* is its "
-        f"VmHWM, *growth* the peak minus the resident memory once the model is loaded. "
+        f"VmHWM, *growth* the peak minus the resident memory once the model is loaded "
+        f"(both sides run with glibc's `MALLOC_MMAP_THRESHOLD_` at 1 MiB, so freed "
+        f"buffers leave the heap and the peak is memory in use, not fragmentation). "
         f"The plugin's buffer holds {c['buffer_size']:,} activations here. *Same as "
         f"Delphi* compares the two caches' files array by array.\n\n"
     )
