@@ -6,6 +6,7 @@ import click
 
 from . import architectures
 from .autointerp.cli import autointerp_command
+from .autointerp.delphi_compat import DelphiMissingError
 from .errors import UserError
 from .evaluation.cli import evaluate_command
 from .training.cli import train_command
@@ -17,7 +18,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except UserError as err:
+        except (UserError, DelphiMissingError) as err:
             raise click.ClickException(str(err)) from err
 
 

@@ -25,8 +25,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import UserError
-
 DELPHI_VERSION = "0.1.3"
 INSTALL_HINT = (
     "CPU machines (no vllm): pip install 'transcoders[autointerp]' && "
@@ -35,7 +33,7 @@ INSTALL_HINT = (
 )
 
 
-class DelphiMissingError(UserError, ImportError):
+class DelphiMissingError(ImportError):
     """Delphi (eai-delphi) is not installed; the message says how to install it."""
 
 
