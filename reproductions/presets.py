@@ -90,6 +90,23 @@ SMOLLM2_135M = {
     "vocab_size": 49152, "tie_word_embeddings": True,
 }  # fmt: skip
 
+# What the paper's GPU settings share: every MLP layer, a SmolLM corpus, long runs
+# and LLM-judged detection and fuzzing beside the embedding scorer.
+PAPER_SCALE: dict[str, Any] = {
+    "dataset": "EleutherAI/SmolLM2-135M-10B",
+    "dataset_split": "train[:2%]",
+    "eval_split": "train[99%:]",
+    "hookpoints": ("layers.*.mlp",),
+    "train_tokens": 1_000_000_000,
+    "ctx_len": 2048,
+    "batch_size": 32,
+    "eval_tokens": 1_048_576,
+    "scorers": ("detection", "fuzzing", "embedding"),
+    "latents": 100,
+    "autointerp_tokens": 10_000_000,
+    "autointerp_ctx_len": 256,
+}
+
 PRESETS = {
     p.name: p
     for p in (
@@ -116,40 +133,18 @@ PRESETS = {
             "pythia-160m",
             "The paper's Pythia setting: every MLP, 32x latents, k=32, Llama-3.1-8B explainer.",
             model="EleutherAI/pythia-160m",
-            dataset="EleutherAI/SmolLM2-135M-10B",
-            dataset_split="train[:2%]",
-            eval_split="train[99%:]",
-            hookpoints=("layers.*.mlp",),
+            **PAPER_SCALE,
             expansion_factor=32,
-            train_tokens=1_000_000_000,
-            ctx_len=2048,
-            batch_size=32,
-            eval_tokens=1_048_576,
             explainer="vllm:meta-llama/Llama-3.1-8B-Instruct",
-            scorers=("detection", "fuzzing", "embedding"),
-            latents=100,
-            autointerp_tokens=10_000_000,
-            autointerp_ctx_len=256,
             model_config=PYTHIA_160M,
         ),
         Preset(
             "llama-3.2-1b",
             "The paper's Llama setting: every MLP, 131k latents, k=32, Llama-3.1-70B explainer.",
             model="meta-llama/Llama-3.2-1B",
-            dataset="EleutherAI/SmolLM2-135M-10B",
-            dataset_split="train[:2%]",
-            eval_split="train[99%:]",
-            hookpoints=("layers.*.mlp",),
+            **PAPER_SCALE,
             num_latents=131_072,
-            train_tokens=1_000_000_000,
-            ctx_len=2048,
-            batch_size=32,
-            eval_tokens=1_048_576,
             explainer="vllm:meta-llama/Llama-3.1-70B-Instruct",
-            scorers=("detection", "fuzzing", "embedding"),
-            latents=100,
-            autointerp_tokens=10_000_000,
-            autointerp_ctx_len=256,
             model_config=LLAMA_32_1B,
         ),
     )
