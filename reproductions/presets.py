@@ -57,8 +57,10 @@ class Preset:
     scorer_model: str | None = None
     """Judge for detection/fuzzing; None means the explainer's client."""
 
-    latents: int = 30
-    """Latents interpreted per architecture and hookpoint."""
+    latents: int = 100
+    """Latents interpreted per architecture and hookpoint. With 30, the SAE's
+    real-minus-shuffled interval straddled zero on the embedded preset; 100 resolves
+    it (see the autointerp guide)."""
 
     autointerp_tokens: int = 65_536
     """Tokens the latents are cached on."""

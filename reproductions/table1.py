@@ -50,7 +50,8 @@ def _group_ci(group: dict, prefix: str) -> str:
 
 def build_table(model: str, evaluation: dict, summary: dict | None) -> pd.DataFrame:
     """One row per (hookpoint, architecture): splice metrics, then each scorer's
-    headline score and its shuffled-explanation control, with 95% CIs."""
+    headline score, its shuffled-explanation control and their paired difference,
+    with 95% CIs."""
     groups = {
         (g["architecture"], g["hookpoint"], g["scorer"]): g
         for g in (summary or {}).get("groups", [])
@@ -69,6 +70,7 @@ def build_table(model: str, evaluation: dict, summary: dict | None) -> pd.DataFr
             g = groups.get((arch, hp, scorer), {})
             row[scorer] = _group_ci(g, "")
             row[f"{scorer} shuffled"] = _group_ci(g, "shuffled_")
+            row[f"{scorer} real − shuffled"] = _group_ci(g, "real_minus_shuffled_")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -105,6 +107,23 @@ def comparisons(evaluation: dict, summary: dict | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def control_warnings(summary: dict | None) -> list[str]:
+    """One line per (architecture, hookpoint, scorer) whose real explanations do not
+    score clearly above the shuffled control (the paired 95% interval reaches zero):
+    there the scores measure nothing about the explanations."""
+    lines = []
+    for g in (summary or {}).get("groups", []):
+        low = g.get(f"real_minus_shuffled_{g['headline']}_low")
+        if low is None or low <= 0:
+            lines.append(
+                f"{g['architecture']} at {g['hookpoint']}: {g['scorer']} scores of real "
+                f"explanations are not clearly above the shuffled control "
+                f"(real − shuffled lower bound {low if low is None else f'{low:.3f}'}); "
+                "they measure nothing about these explanations."
+            )
+    return lines
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "(none)\n"
@@ -132,6 +151,7 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
 
     table = build_table(preset.model, evaluation, summary)
     pairs = comparisons(evaluation, summary)
+    warnings = control_warnings(summary)
     manifest_file = run_dir / "manifest.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
     results = {
@@ -145,6 +165,7 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
         "comparisons": pairs.to_dict(orient="records"),
         "evaluation": evaluation,
         "autointerp": summary,
+        "control_warnings": warnings,
     }
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "table1.csv") as tmp:
@@ -153,6 +174,7 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
         out / "table1.md",
         f"## Table 1: {preset.name} preset\n\n{preset.description}\n\n"
         + to_markdown(table)
+        + "".join(f"\n**Control warning**: {w}\n" for w in warnings)
         + "\n### Paired comparisons\n\n"
         + to_markdown(pairs)
         + "\nStage wall times (s): "

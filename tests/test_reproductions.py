@@ -69,6 +69,7 @@ def test_smoke_preset_end_to_end_and_cached_rerun(tmp_path):
         for column in ("FVU", "ΔCE", "KL", "loss recovered", "L0", "dead %"):
             assert row[column] is not None
         assert row["embedding"] != "n/a" and row["embedding shuffled"] != "n/a"
+        assert row["embedding real − shuffled"] != "n/a"
     assert {r["comparison"] for r in results["comparisons"]} == {
         "transcoder − sae", "skip-transcoder − transcoder", "skip-transcoder − sae"
     }
@@ -79,6 +80,19 @@ def test_smoke_preset_end_to_end_and_cached_rerun(tmp_path):
     again = table1.run(preset, tmp_path / "out2", tmp_path / "work")
     assert again["total_wall_time_s_this_invocation"] < 30
     assert again["table"] == table
+
+
+def test_control_warning_names_only_unseparated_groups():
+    def group(arch, low):
+        return {"architecture": arch, "hookpoint": "layers.0.mlp", "scorer": "embedding",
+                "headline": "auroc", "real_minus_shuffled_auroc_low": low}
+
+    summary = {"groups": [group("sae", -0.01), group("transcoder", 0.05), group("skip", None)]}
+    warnings = table1.control_warnings(summary)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("sae at layers.0.mlp: embedding") and "-0.010" in warnings[0]
+    assert warnings[1].startswith("skip at layers.0.mlp")
+    assert table1.control_warnings(None) == []
 
 
 def _hub_repo(cache, repo, folders: dict[str, SparseCoder]):
