@@ -17,6 +17,7 @@ import click
 import pandas as pd
 
 from transcoders.atomic import atomic_path, write_json, write_text
+from transcoders.autointerp import stats
 from transcoders.errors import UserError
 
 from . import presets
@@ -107,23 +108,6 @@ def comparisons(evaluation: dict, summary: dict | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def control_warnings(summary: dict | None) -> list[str]:
-    """One line per (architecture, hookpoint, scorer) whose real explanations do not
-    score clearly above the shuffled control (the paired 95% interval reaches zero):
-    there the scores measure nothing about the explanations."""
-    lines = []
-    for g in (summary or {}).get("groups", []):
-        low = g.get(f"real_minus_shuffled_{g['headline']}_low")
-        if low is None or low <= 0:
-            lines.append(
-                f"{g['architecture']} at {g['hookpoint']}: {g['scorer']} scores of real "
-                f"explanations are not clearly above the shuffled control "
-                f"(real − shuffled lower bound {low if low is None else f'{low:.3f}'}); "
-                "they measure nothing about these explanations."
-            )
-    return lines
-
-
 def to_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "(none)\n"
@@ -151,7 +135,7 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
 
     table = build_table(preset.model, evaluation, summary)
     pairs = comparisons(evaluation, summary)
-    warnings = control_warnings(summary)
+    warnings = stats.control_warnings(summary)
     manifest_file = run_dir / "manifest.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
     results = {

@@ -82,19 +82,6 @@ def test_smoke_preset_end_to_end_and_cached_rerun(tmp_path):
     assert again["table"] == table
 
 
-def test_control_warning_names_only_unseparated_groups():
-    def group(arch, low):
-        return {"architecture": arch, "hookpoint": "layers.0.mlp", "scorer": "embedding",
-                "headline": "auroc", "real_minus_shuffled_auroc_low": low}
-
-    summary = {"groups": [group("sae", -0.01), group("transcoder", 0.05), group("skip", None)]}
-    warnings = table1.control_warnings(summary)
-    assert len(warnings) == 2
-    assert warnings[0].startswith("sae at layers.0.mlp: embedding") and "-0.010" in warnings[0]
-    assert warnings[1].startswith("skip at layers.0.mlp")
-    assert table1.control_warnings(None) == []
-
-
 def _hub_repo(cache, repo, folders: dict[str, SparseCoder]):
     """A local Hugging Face cache entry in sparsify's hub layout."""
     root = cache / f"models--{repo.replace('/', '--')}"

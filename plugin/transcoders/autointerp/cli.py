@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from . import stats
 from .config import SCORERS, TOP_TOKENS, AutointerpConfig
 
 _DEFAULTS = AutointerpConfig()
@@ -88,8 +89,11 @@ def autointerp_command(run_dir: Path, **options) -> None:
         m = g["headline"]
         click.echo(
             f"{g['architecture']:<16} {g['hookpoint']:<14} {g['scorer']:<10} {m} "
-            f"{_fmt(g, m)}  shuffled {_fmt(g, 'shuffled_' + m)}  (n={g['latents']})"
+            f"{_fmt(g, m)}  shuffled {_fmt(g, 'shuffled_' + m)}  real − shuffled "
+            f"{_fmt(g, 'real_minus_shuffled_' + m)}  (n={g['latents']})"
         )
+    for warning in stats.control_warnings(summary):
+        click.echo(f"Warning: {warning} Interpret more latents (--latents) or use another explainer.")
     for f in summary["failed_explanations"]:
         if f["failed_parse"]:
             click.echo(

@@ -147,3 +147,20 @@ def derangement(n: int, seed: int) -> list[int]:
         j = int(rng.integers(0, i))
         perm[i], perm[j] = perm[j], perm[i]
     return perm
+
+
+def control_warnings(summary: dict | None) -> list[str]:
+    """One line per (architecture, hookpoint, scorer) whose real explanations do not
+    score clearly above the shuffled control (the paired 95% interval reaches zero):
+    there the scores measure nothing about the explanations."""
+    lines = []
+    for g in (summary or {}).get("groups", []):
+        low = g.get(f"real_minus_shuffled_{g['headline']}_low")
+        if low is None or low <= 0:
+            lines.append(
+                f"{g['architecture']} at {g['hookpoint']}: {g['scorer']} scores of real "
+                f"explanations are not clearly above the shuffled control "
+                f"(real − shuffled lower bound {low if low is None else f'{low:.3f}'}); "
+                "they measure nothing about these explanations."
+            )
+    return lines
