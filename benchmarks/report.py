@@ -199,7 +199,9 @@ def caching(r: dict | None) -> tuple[str, list[list]]:
         f"{c['expansion_factor']}), tokens ({c['batch_size']}×{c['ctx_len']} per batch) "
         f"and {c['n_splits']} splits. Each measurement is its own process; *peak* is its "
         f"VmHWM, *growth* the peak minus the resident memory once the model is loaded "
-        f"(both sides run with glibc's `MALLOC_MMAP_THRESHOLD_` at 1 MiB, so freed "
+        f"and each weight read once (the weights are memory-mapped: unread, each "
+        f"embedding row would join the resident set when its token first appears, a "
+        f"rise with the tokens cached that belongs to neither side; both sides run with glibc's `MALLOC_MMAP_THRESHOLD_` at 1 MiB, so freed "
         f"buffers leave the heap and the peak is memory in use, not fragmentation). "
         f"The plugin's buffer holds {c['buffer_size']:,} activations here. *Same as "
         f"Delphi* compares the two caches' files array by array.\n\n"
@@ -226,9 +228,9 @@ def caching(r: dict | None) -> tuple[str, list[list]]:
         f"every nonzero activation in memory until `save_splits` (int64 locations and "
         f"float32 values, 28 bytes each): {entries:,} entries, "
         f"{entries * 28 / MIB:.0f} MiB at {r['measurements'][-1]['tokens']:,} tokens, "
-        f"growing linearly with the tokens cached. At these token counts that is still "
-        f"smaller than the per-batch working memory (Delphi builds a dense "
-        f"tokens × latents tensor per batch), so its peak does not show it yet.\n\n"
+        f"{entries * 28 / r['measurements'][-1]['tokens']:.0f} bytes per token, growing "
+        f"linearly with the tokens cached. The plugin appends its buffer to disk "
+        f"whenever it fills and streams the split files from there.\n\n"
         + _machine(r)
     )
     first, last = r["measurements"][0]["plugin"], r["measurements"][-1]["plugin"]
@@ -236,7 +238,7 @@ def caching(r: dict | None) -> tuple[str, list[list]]:
     targets = [
         [f"Caching: peak memory flat in tokens cached (rise < {FLAT_TOLERANCE_BYTES // MIB} MiB "
          f"from {r['measurements'][0]['tokens']:,} to {r['measurements'][-1]['tokens']:,} tokens)",
-         f"{rise / MIB:+.0f} MiB", _yes(rise < FLAT_TOLERANCE_BYTES)],
+         f"{round(rise / MIB):+d} MiB", _yes(rise < FLAT_TOLERANCE_BYTES)],
         ["Caching: same locations and activations as Delphi's `LatentCache`",
          "identical files" if r["same_as_delphi"] else "differ", _yes(r["same_as_delphi"])],
     ]
