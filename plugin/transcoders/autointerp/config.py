@@ -29,9 +29,10 @@ class AutointerpConfig:
     """Client spec of the detection/fuzzing judge; default: the explainer's client,
     or `local:embedded` when the explainer is `top-tokens`."""
 
-    latents: int = 30
+    latents: int = 100
     """Latents per (architecture, hookpoint): a seeded random sample of the live
-    latents that have enough activating and non-activating examples."""
+    latents that have enough activating and non-activating examples. 30 could not
+    resolve the SAE's real-minus-shuffled margin offline; 100 did (autointerp guide)."""
 
     seed: int = 0
     """Seeds the latent sample, the shuffled-control pairing and the bootstrap."""
