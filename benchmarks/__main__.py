@@ -23,6 +23,11 @@ def _training():
     return run(TrainingBench())
 
 
+def _replay():
+    from .replay import ReplayBench, run
+    return run(ReplayBench())
+
+
 def _coder_flops():
     from .coder_flops import CoderFlopsBench, run
     return run(CoderFlopsBench())
@@ -40,6 +45,7 @@ def _autointerp():
 
 BENCHMARKS = {
     "training": _training,
+    "replay": _replay,
     "coder_flops": _coder_flops,
     "caching": _caching,
     "autointerp": _autointerp,

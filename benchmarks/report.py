@@ -7,6 +7,7 @@ typed by hand. A benchmark without a result file gets a notice instead of a tabl
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -74,8 +75,8 @@ def _missing(name: str) -> str:
 
 
 def _spread(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    return f"{ordered[len(ordered) // 2]:.1f} ({ordered[0]:.1f}–{ordered[-1]:.1f})"
+    # statistics.median, as the benchmarks compute their ratios with.
+    return f"{statistics.median(samples):.3g} ({min(samples):.3g}–{max(samples):.3g})"
 
 
 def _yes(ok: bool) -> str:
@@ -123,6 +124,30 @@ def training(r: dict | None) -> tuple[str, list[list]]:
     targets.append(["Training: no slower than sparsify at any layer",
                     f"min {min(speedups.values()):.2f}×", _yes(min(speedups.values()) >= 1)])
     return text, targets
+
+
+def replay(r: dict | None) -> tuple[str, list[list]]:
+    text = "## Training all three architectures\n\n"
+    if r is None:
+        return text + _missing("replay"), []
+    c = r["config"]
+    text += (
+        f"`transcoders train` with several architectures runs the truncated model once "
+        f"and replays the recorded activations to each architecture's Trainer; the "
+        f"baseline is sparsify's Trainer run once per architecture on the whole base "
+        f"model. "
+        f"{', '.join(c['architectures'])} at `{c['hookpoint']}`, k={c['k']}, expansion "
+        f"{c['expansion_factor']}, {r['tokens_per_architecture']:,} tokens each in "
+        f"{c['batch_size']}×{c['ctx_len']}-token batches; a sample is the whole job's "
+        f"wall time, {c['repeats']} alternating runs per side.\n\n"
+    )
+    p, s = r["plugin"], r["sparsify"]
+    text += _table(
+        ["plugin s", "sparsify s", "speedup", "load (plugin runs)", "load (sparsify runs)"],
+        [[_spread(p["samples"]), _spread(s["samples"]), f"**{r['speedup']:.2f}×**",
+          _loads(p["load"]), _loads(s["load"])]],
+    )
+    return text + "\n" + _machine(r), []
 
 
 def coder_flops(r: dict | None) -> tuple[str, list[list]]:
@@ -269,7 +294,7 @@ def autointerp(r: dict | None) -> tuple[str, list[list]]:
 def render(results_dir: Path) -> str:
     """The whole page, from whatever result files exist."""
     sections, targets = [], []
-    for name, fn in (("training", training), ("coder_flops", coder_flops),
+    for name, fn in (("training", training), ("replay", replay), ("coder_flops", coder_flops),
                      ("caching", caching), ("autointerp", autointerp)):
         text, met = fn(_load(results_dir, name))
         sections.append(text)

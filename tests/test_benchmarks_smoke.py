@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("delphi")
 
-from benchmarks import autointerp, caching, coder_flops, report, training  # noqa: E402
+from benchmarks import autointerp, caching, coder_flops, replay, report, training  # noqa: E402
 from benchmarks.common import save  # noqa: E402
 
 
@@ -29,6 +29,16 @@ def test_training(tiny_lm_dir, tiny_corpus_dir, results):
     assert v["plugin"]["layers_run"] == 1 and v["sparsify"]["layers_run"] == 2
     assert v["speedup"] > 0
     save("training", r, results)
+
+
+def test_replay(tiny_lm_dir, tiny_corpus_dir, results):
+    r = replay.run(replay.ReplayBench(
+        model=str(tiny_lm_dir), dataset=str(tiny_corpus_dir), hookpoint="layers.0.mlp",
+        k=4, batch_size=2, ctx_len=16, steps=2, repeats=1,
+    ))
+    assert len(r["plugin"]["samples"]) == len(r["sparsify"]["samples"]) == 1
+    assert r["tokens_per_architecture"] == 2 * 2 * 16 and r["speedup"] > 0
+    save("replay", r, results)
 
 
 def test_coder_flops(tiny_lm_dir, tiny_corpus_dir, results):
@@ -73,7 +83,7 @@ def test_autointerp(tiny_lm_dir, tiny_corpus_dir, results):
 
 def test_page_renders_every_result(results):
     names = sorted(p.stem for p in results.glob("*.json"))
-    assert names == ["autointerp", "caching", "coder_flops", "training"]
+    assert names == ["autointerp", "caching", "coder_flops", "replay", "training"]
     page = report.render(results)
     assert "No result yet" not in page
     machine = json.loads((results / "training.json").read_text())["machine"]
@@ -86,4 +96,4 @@ def test_page_renders_every_result(results):
 
 def test_page_without_results_says_so(tmp_path):
     page = report.render(tmp_path)
-    assert page.count("No result yet") == 4
+    assert page.count("No result yet") == 5
