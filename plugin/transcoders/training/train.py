@@ -21,6 +21,7 @@ from ..checkpoints import MANIFEST_FILE
 from ..data import CorpusError, load_corpus, load_model, tokenize
 from ..errors import UserError
 from ..hookpoints import check_applicable, module_widths, resolve_hookpoints
+from .allocator import keep_freed_memory
 from .checkpoint import AtomicTrainer, recover
 from .config import TrainingConfig
 from .heldout import heldout_fvu
@@ -120,7 +121,9 @@ def train(
 
     Checkpoints land in sparsify's layout, `<out>/<arch>/<hookpoint>/`, and the
     manifest is rewritten after each architecture, so an interrupted run keeps the
-    architectures it finished and `resume=True` continues the one it was on.
+    architectures it finished and `resume=True` continues the one it was on. On glibc
+    it also keeps freed memory in the process heap for the rest of the process
+    (`training/allocator.py`).
     """
     archs = [architectures.get(name) for name in cfg.architectures]
     rank_zero = not dist.is_initialized() or dist.get_rank() == 0
@@ -183,6 +186,7 @@ def train(
         train_model = live_model
         forward = "truncated" if cfg.truncate else "full"
 
+    keep_freed_memory()
     for arch in archs:
         if arch not in todo:
             print(f"{arch.name}: already complete, skipping")
