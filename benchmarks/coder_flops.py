@@ -21,6 +21,10 @@ eager `embedding_bag`), for N tokens, input width d, L latents and k active:
 Element-wise work (ReLU, top-k selection, the loss, the optimizer update) is not
 counted as FLOPs: the ratio is useful arithmetic per second against what the matmul
 units deliver, and the profile shows how much time that uncounted work takes.
+
+Like `transcoders train`, the benchmark keeps freed memory in the heap
+(`transcoders.training.allocator`), so a step reuses the previous step's temporaries
+instead of page-faulting fresh ones.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from torch.profiler import ProfilerActivity, profile
 from transcoders import architectures
 from transcoders.activations import module_io
 from transcoders.data import EMBEDDED, load_corpus, load_model, tokenize
+from transcoders.training.allocator import keep_freed_memory
 from transcoders.training.truncate import truncated
 
 from .common import Timestamps, alternate
@@ -196,6 +201,7 @@ def _profile(arch: str, replay: Replay, bench: CoderFlopsBench, top: int = 15) -
 def run(bench: CoderFlopsBench) -> dict:
     """Per architecture: coder FLOP/s, matmul FLOP/s measured in turn, their ratio."""
     os.environ.setdefault("TQDM_DISABLE", "1")
+    heap_kept = keep_freed_memory()
     model, tokenizer = load_model(bench.model)
     rows = tokenize(
         load_corpus(bench.dataset, "train"), tokenizer,
@@ -240,6 +246,7 @@ def run(bench: CoderFlopsBench) -> dict:
         )
     return {
         "config": asdict(bench),
+        "freed_memory_kept_in_heap": heap_kept,
         "tokens_per_step": n,
         "d_in": d,
         "num_latents": latents,

@@ -10,7 +10,8 @@ sparsify's CLI would be run three times: every architecture pays a full forward.
 
 A sample is the wall time of the whole job (A: recording plus three fits; B: three
 fits), each fit from constructing its Trainer to the end of `fit` (final save
-included on both sides). The two sides alternate.
+included on both sides). The two sides alternate, in one process, so both get the
+heap setting that `transcoders train` makes (`transcoders.training.allocator`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sparsify import TrainConfig, Trainer
 
 from transcoders import architectures
 from transcoders.data import EMBEDDED, load_corpus, load_model, tokenize
+from transcoders.training.allocator import keep_freed_memory
 from transcoders.training.checkpoint import AtomicTrainer
 from transcoders.training.replay import ActivationReplay
 from transcoders.training.truncate import truncated
@@ -98,6 +100,7 @@ def _sparsify(model, rows, bench: ReplayBench) -> list[float]:
 def run(bench: ReplayBench) -> dict:
     """Median job wall time of both sides and their ratio."""
     os.environ.setdefault("TQDM_DISABLE", "1")
+    heap_kept = keep_freed_memory()
     model, tokenizer = load_model(bench.model)
     rows = tokenize(
         load_corpus(bench.dataset, "train"), tokenizer, ctx_len=bench.ctx_len,
@@ -112,6 +115,7 @@ def run(bench: ReplayBench) -> dict:
           f"speedup {speedup:.2f}x", flush=True)
     return {
         "config": asdict(bench),
+        "freed_memory_kept_in_heap": heap_kept,
         "tokens_per_architecture": len(rows) * bench.ctx_len,
         "plugin": plugin,
         "sparsify": sparsify,

@@ -168,6 +168,12 @@ def coder_flops(r: dict | None) -> tuple[str, list[list]]:
         f"gradient, decoder forward, both decoder gradients), plus 4·N·d² for the skip "
         f"connection. Element-wise work (ReLU, top-k, loss, optimizer) counts zero: see "
         f"the `benchmarks/coder_flops.py` docstring.\n\n"
+        f"As in `transcoders train`, freed memory stays in the process heap "
+        f"(`transcoders/training/allocator.py`"
+        f"{'' if r.get('freed_memory_kept_in_heap') else ', not in effect for this run'}). "
+        f"Without that, glibc maps each step's tokens × latents temporaries afresh and "
+        f"unmaps them when freed, and the page faults slow the element-wise work "
+        f"several-fold (measurements in that module's docstring).\n\n"
     )
     rows, targets = [], []
     for arch, v in r["architectures"].items():

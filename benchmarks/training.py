@@ -13,6 +13,10 @@ ends where `fit` calls `save`), so it holds everything the Trainer does per batc
 data loading, the model forward, the coder's forward and backward, and the optimizer
 step. The final checkpoint save is not timed. The machine is shared, so runs are short
 and many: the two sides alternate run by run.
+
+Both sides run in one process, so sparsify's side too gets the heap setting that
+`transcoders train` makes (`transcoders.training.allocator`): the ratio shows what
+truncation alone buys.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sparsify import TrainConfig, Trainer
 
 from transcoders import architectures
 from transcoders.data import EMBEDDED, load_corpus, load_model, tokenize
+from transcoders.training.allocator import keep_freed_memory
 from transcoders.training.checkpoint import AtomicTrainer
 from transcoders.training.truncate import truncated
 
@@ -95,6 +100,7 @@ def _fit_step_times(trainer_cls, model, rows, bench: TrainingBench, hookpoint: s
 def run(bench: TrainingBench) -> dict:
     """Median step time of both sides for every hookpoint, and their ratio."""
     os.environ.setdefault("TQDM_DISABLE", "1")
+    heap_kept = keep_freed_memory()
     model, tokenizer = load_model(bench.model)
     n_rows = (bench.warmup_steps + bench.steps) * bench.batch_size
     rows = tokenize(
@@ -128,6 +134,7 @@ def run(bench: TrainingBench) -> dict:
     speedups = [v["speedup"] for v in layers.values()]
     return {
         "config": asdict(bench),
+        "freed_memory_kept_in_heap": heap_kept,
         "baseline": "sparsify.Trainer on model.base_model (what sparsify's CLI loads "
                     "with AutoModel for loss_fn='fvu': all layers, no LM head)",
         "tokens_per_step": tokens_per_step,
