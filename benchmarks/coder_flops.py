@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from sparsify import TrainConfig, Trainer
+from sparsify import Trainer
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -47,7 +47,7 @@ from transcoders.data import EMBEDDED, load_corpus, load_model, tokenize
 from transcoders.training.allocator import keep_freed_memory
 from transcoders.training.truncate import truncated
 
-from .common import Timestamps, alternate
+from .common import Timestamps, alternate, train_config
 
 
 @dataclass
@@ -145,16 +145,8 @@ def matmul_rates(shapes: list[tuple[int, int, int]], reps: int) -> dict[str, flo
 
 
 def _trainer(arch: str, replay: Replay, bench: CoderFlopsBench, out: str) -> Trainer:
-    cfg = TrainConfig(
-        architectures.get(arch).coder_config(k=bench.k, expansion_factor=bench.expansion_factor),
-        batch_size=bench.batch_size,
-        hookpoints=["site"],
-        init_seeds=[0],
-        save_dir=out,
-        run_name=arch,
-        save_every=10**9,
-        log_to_wandb=False,
-    )
+    cfg = train_config(arch, "site", out, k=bench.k, expansion_factor=bench.expansion_factor,
+                       batch_size=bench.batch_size)
     rows = [{"input_ids": replay.dummy_inputs["input_ids"][i]} for i in range(bench.batch_size)]
     return Trainer(cfg, rows * (bench.warmup_steps + bench.steps + 1), replay)
 

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from sparsify import TrainConfig
 
+from transcoders import architectures
 from transcoders.atomic import write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -105,3 +107,19 @@ def save(name: str, result: dict, results_dir: Path = RESULTS) -> Path:
         **result,
     })
     return path
+
+
+def train_config(arch: str, hookpoint: str, save_dir: str, *, k: int, expansion_factor: int,
+                 batch_size: int) -> TrainConfig:
+    """sparsify's TrainConfig for one benchmarked fit: one coder of `arch` at
+    `hookpoint`, seed 0, no checkpoint before the end, no wandb."""
+    return TrainConfig(
+        architectures.get(arch).coder_config(k=k, expansion_factor=expansion_factor),
+        batch_size=batch_size,
+        hookpoints=[hookpoint],
+        init_seeds=[0],
+        save_dir=save_dir,
+        run_name=arch,
+        save_every=10**9,
+        log_to_wandb=False,
+    )

@@ -23,16 +23,15 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from sparsify import TrainConfig, Trainer
+from sparsify import Trainer
 
-from transcoders import architectures
 from transcoders.data import EMBEDDED, load_corpus, load_model, tokenize
 from transcoders.training.allocator import keep_freed_memory
 from transcoders.training.checkpoint import AtomicTrainer
 from transcoders.training.replay import ActivationReplay
 from transcoders.training.truncate import truncated
 
-from .common import alternate
+from .common import alternate, train_config
 
 
 @dataclass
@@ -64,18 +63,9 @@ class ReplayBench:
 
 
 def _fit(trainer_cls, model, rows, bench: ReplayBench, arch_name: str) -> None:
-    arch = architectures.get(arch_name)
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as out:
-        cfg = TrainConfig(
-            arch.coder_config(k=bench.k, expansion_factor=bench.expansion_factor),
-            batch_size=bench.batch_size,
-            hookpoints=[bench.hookpoint],
-            init_seeds=[0],
-            save_dir=out,
-            run_name=arch_name,
-            save_every=10**9,
-            log_to_wandb=False,
-        )
+        cfg = train_config(arch_name, bench.hookpoint, out, k=bench.k,
+                           expansion_factor=bench.expansion_factor, batch_size=bench.batch_size)
         # sparsify prints its setup on every construction; keep the report readable.
         with contextlib.redirect_stdout(io.StringIO()):
             trainer_cls(cfg, rows, model).fit()

@@ -83,12 +83,9 @@ def _yes(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def training(r: dict | None) -> tuple[str, list[list]]:
-    text = "## Training tokens/s\n\n"
-    if r is None:
-        return text + _missing("training"), []
+def training(r: dict) -> tuple[str, list[list]]:
     c = r["config"]
-    text += (
+    text = (
         f"The plugin's training path (the model truncated after the hooked layer, trained "
         f"by `AtomicTrainer`, as `transcoders train` runs each architecture) against "
         f"{r['baseline']}. Same coder ({c['architecture']}, k={c['k']}, expansion "
@@ -126,12 +123,9 @@ def training(r: dict | None) -> tuple[str, list[list]]:
     return text, targets
 
 
-def replay(r: dict | None) -> tuple[str, list[list]]:
-    text = "## Training all three architectures\n\n"
-    if r is None:
-        return text + _missing("replay"), []
+def replay(r: dict) -> tuple[str, list[list]]:
     c = r["config"]
-    text += (
+    text = (
         f"`transcoders train` with several architectures runs the truncated model once "
         f"and replays the recorded activations to each architecture's Trainer; the "
         f"baseline is sparsify's Trainer run once per architecture on the whole base "
@@ -150,12 +144,9 @@ def replay(r: dict | None) -> tuple[str, list[list]]:
     return text + "\n" + _machine(r), []
 
 
-def coder_flops(r: dict | None) -> tuple[str, list[list]]:
-    text = "## Coder training against the machine's matmul rate\n\n"
-    if r is None:
-        return text + _missing("coder_flops"), []
+def coder_flops(r: dict) -> tuple[str, list[list]]:
     c = r["config"]
-    text += (
+    text = (
         f"sparsify's `Trainer` loop with the subject model replaced by a replay of one "
         f"recorded batch (`{c['hookpoint']}`, {r['tokens_per_step']} tokens, d={r['d_in']}, "
         f"{r['num_latents']} latents = expansion {c['expansion_factor']}, k={c['k']}), "
@@ -218,12 +209,9 @@ def coder_flops(r: dict | None) -> tuple[str, list[list]]:
     return text, targets
 
 
-def caching(r: dict | None) -> tuple[str, list[list]]:
-    text = "## Latent caching\n\n"
-    if r is None:
-        return text + _missing("caching"), []
+def caching(r: dict) -> tuple[str, list[list]]:
     c = r["config"]
-    text += (
+    text = (
         f"The plugin's `cache_latents` against Delphi's `LatentCache` (`run` then "
         f"`save_splits`, the base model as Delphi's CLI loads it), same model, coder "
         f"({c['architecture']} at `{c['hookpoint']}`, k={c['k']}, expansion "
@@ -276,12 +264,9 @@ def caching(r: dict | None) -> tuple[str, list[list]]:
     return text, targets
 
 
-def autointerp(r: dict | None) -> tuple[str, list[list]]:
-    text = "## Autointerp throughput\n\n"
-    if r is None:
-        return text + _missing("autointerp"), []
+def autointerp(r: dict) -> tuple[str, list[list]]:
     c = r["config"]
-    text += (
+    text = (
         f"Delphi's detection scorer with the plugin's `LocalClient` as judge "
         f"(the subject model, greedy, up to {c['max_tokens']} tokens per answer), "
         f"{c['latents']} latents scored concurrently, {r['prompts_per_run']} prompts of "
@@ -297,13 +282,23 @@ def autointerp(r: dict | None) -> tuple[str, list[list]]:
     return text, []
 
 
+# (result file, section title, renderer of that result), in page order.
+SECTIONS = (
+    ("training", "Training tokens/s", training),
+    ("replay", "Training all three architectures", replay),
+    ("coder_flops", "Coder training against the machine's matmul rate", coder_flops),
+    ("caching", "Latent caching", caching),
+    ("autointerp", "Autointerp throughput", autointerp),
+)
+
+
 def render(results_dir: Path) -> str:
     """The whole page, from whatever result files exist."""
     sections, targets = [], []
-    for name, fn in (("training", training), ("replay", replay), ("coder_flops", coder_flops),
-                     ("caching", caching), ("autointerp", autointerp)):
-        text, met = fn(_load(results_dir, name))
-        sections.append(text)
+    for name, title, fn in SECTIONS:
+        r = _load(results_dir, name)
+        text, met = fn(r) if r is not None else (_missing(name), [])
+        sections.append(f"## {title}\n\n{text}")
         targets += met
     summary = "## Targets\n\n"
     summary += (_table(["target (issue 7)", "measured", "status"], targets) if targets

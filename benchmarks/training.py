@@ -28,15 +28,14 @@ import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
 
-from sparsify import TrainConfig, Trainer
+from sparsify import Trainer
 
-from transcoders import architectures
 from transcoders.data import EMBEDDED, load_corpus, load_model, tokenize
 from transcoders.training.allocator import keep_freed_memory
 from transcoders.training.checkpoint import AtomicTrainer
 from transcoders.training.truncate import truncated
 
-from .common import Timestamps, alternate
+from .common import Timestamps, alternate, train_config
 
 
 @dataclass
@@ -71,18 +70,9 @@ class TrainingBench:
 
 
 def _fit_step_times(trainer_cls, model, rows, bench: TrainingBench, hookpoint: str) -> list[float]:
-    arch = architectures.get(bench.architecture)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as out:
-        cfg = TrainConfig(
-            arch.coder_config(k=bench.k, expansion_factor=bench.expansion_factor),
-            batch_size=bench.batch_size,
-            hookpoints=[hookpoint],
-            init_seeds=[0],
-            save_dir=out,
-            run_name=bench.architecture,
-            save_every=10**9,
-            log_to_wandb=False,
-        )
+        cfg = train_config(bench.architecture, hookpoint, out, k=bench.k,
+                           expansion_factor=bench.expansion_factor, batch_size=bench.batch_size)
         # sparsify prints its setup on every construction; keep the report readable.
         with contextlib.redirect_stdout(io.StringIO()):
             trainer = trainer_cls(cfg, rows, model)
