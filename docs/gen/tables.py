@@ -22,11 +22,13 @@ Figures work the same way: `<!-- figure: reproductions/results/embedded/pareto.p
 `generated/`), else keeps the notice.
 
 `<!-- presets-table -->` is replaced by the reproduction presets' values, read from
-`reproductions.presets` itself.
+`reproductions.presets` itself, and `<!-- probes-table -->` by the failure probes that
+`tests/probes/` checks (read from their `@probe(...)` decorators, not imported).
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import dataclasses
 import json
@@ -129,6 +131,25 @@ def presets_table(root: Path) -> str:
     return markdown_table(header, rows)
 
 
+def probes(root: Path) -> list[tuple[str, str, str]]:
+    """(command, tried, answer) of every `@probe(...)`-decorated test under tests/probes."""
+    found = []
+    for path in sorted((root / "tests" / "probes").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for deco in node.decorator_list:
+                if isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "probe":
+                    found.append(tuple(ast.literal_eval(a) for a in deco.args))
+    return found
+
+
+def probes_table(root: Path) -> str:
+    """The probes as a Markdown table, grouped by command."""
+    rows = sorted(probes(root), key=lambda p: p[0])
+    return markdown_table(["command", "what was tried", "what you get"], [list(r) for r in rows])
+
+
 def _value(value) -> str:
     if isinstance(value, tuple):
         return ", ".join(map(str, value))
@@ -166,4 +187,6 @@ def on_page_markdown(markdown, page, config, files):
     root = Path(config["config_file_path"]).parent
     if "<!-- presets-table -->" in markdown:
         markdown = markdown.replace("<!-- presets-table -->", presets_table(root))
+    if "<!-- probes-table -->" in markdown:
+        markdown = markdown.replace("<!-- probes-table -->", probes_table(root))
     return figures(render(markdown, root), root, page.file.src_uri)

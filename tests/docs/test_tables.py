@@ -48,3 +48,19 @@ def test_presets_table_is_read_from_the_code():
     PRESETS = sys.modules["reproductions.presets"].PRESETS
     assert text.splitlines()[0] == "| option | " + " | ".join(f"`{n}`" for n in PRESETS) + " |"
     assert any(line.startswith("| `--k` |") for line in text.splitlines())
+
+
+def test_probes_table_lists_decorated_tests(tmp_path):
+    (tmp_path / "tests/probes").mkdir(parents=True)
+    (tmp_path / "tests/probes/test_x.py").write_text(
+        "@probe('train', '`--k 0`', 'one-line error')\ndef test_a():\n    pass\n\n"
+        "def test_not_a_probe():\n    pass\n"
+    )
+    table = tables.probes_table(tmp_path)
+    assert "| train | `--k 0` | one-line error |" in table
+    assert table.count("\n") == 3
+
+
+def test_troubleshooting_page_shows_the_repos_probes():
+    assert "<!-- probes-table -->" in (REPO / "docs/troubleshooting.md").read_text()
+    assert tables.probes(REPO), "tests/probes holds no @probe tests"
