@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast docs docs-serve bench clean
+.PHONY: setup run results test test-fast docs docs-serve bench clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): requirements/cpu.lock requirements/no-deps.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
+# The main job; writes under runs/ (ignored by git), so a checkout stays clean.
 run: setup
 	$(BIN)/python -m reproductions.table1
+
+# Refresh the committed embedded result and the README table generated from it.
+results: setup
+	$(BIN)/python -m reproductions.table1 --out reproductions/results/embedded
+	$(BIN)/python -m reproductions.readme
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -4,7 +4,6 @@ and atomic PNG/CSV writing."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from transcoders.atomic import atomic_path, write_json
 from transcoders.evaluation.evaluate import ALL
 
 from .presets import Preset
-from .stages import Stages, autointerp_stage, evaluate_stage, train_stage
+from .stages import STAGES_FILE, Stages, autointerp_stage, evaluate_stage, read_records, train_stage
 
 
 class FigureStages(Stages):
@@ -29,17 +28,15 @@ class FigureStages(Stages):
     """
 
     def __init__(self, out: Path, tag: str):
-        super().__init__(out)
-        self.table1 = self.records
-        self.file = out / f"stages-{tag}.json"
-        self.records = json.loads(self.file.read_text()) if self.file.is_file() else {}
+        super().__init__(out, f"stages-{tag}.json")
+        self.table1 = read_records(out / STAGES_FILE)
 
-    def run(self, name, key, done, work) -> bool:
+    def run(self, name, key, output, work, done=lambda: True) -> bool:
         mine, theirs = self.records.get(name, {}), self.table1.get(name, {})
         if mine.get("key") != key and theirs.get("key") == key:
             self.records[name] = theirs
             write_json(self.file, self.records)
-        return super().run(name, key, done, work)
+        return super().run(name, key, output, work, done)
 
 
 def with_scorer(preset: Preset, scorer: str) -> Preset:

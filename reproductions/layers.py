@@ -20,6 +20,7 @@ import click
 import pandas as pd
 from matplotlib.figure import Figure
 
+from transcoders import runlock
 from transcoders.autointerp.config import SCORERS
 from transcoders.errors import UserError
 
@@ -57,9 +58,9 @@ def run(preset: Preset, layers: list[int], scorer: str, work: Path) -> pd.DataFr
     preset = dataclasses.replace(
         figures.with_scorer(preset, scorer), hookpoints=tuple(hookpoints)
     )
-    work.mkdir(parents=True, exist_ok=True)
-    stages = figures.FigureStages(work, "layers-" + "-".join(map(str, layers)))
-    evaluation, summary = figures.run_stages(stages, preset)
+    with runlock.hold(work):
+        stages = figures.FigureStages(work, "layers-" + "-".join(map(str, layers)))
+        evaluation, summary = figures.run_stages(stages, preset)
     table = [
         {"layer": hookpoints[row["hookpoint"]], **row}
         for row in figures.rows(evaluation, summary, scorer)
@@ -101,7 +102,7 @@ def plot(table: pd.DataFrame, title: str) -> Figure:
               help="Whose headline score measures interpretability (added to the "
                    "preset's scorers if missing).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Where layers.png and layers.csv go [default: reproductions/results/PRESET].")
+              help="Where layers.png and layers.csv go [default: runs/PRESET/results].")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Checkpoints, caches and stage records, shared with table1 "
                    "[default: runs/PRESET].")
@@ -121,8 +122,8 @@ def main(preset_name: str, layers_text: str | None, scorer: str, out: Path | Non
             raise UserError("--hookpoints is set by --layers here (layers.N.mlp)")
         preset = dataclasses.replace(presets.get(preset_name), **preset_overrides(options))
         layers = choose_layers(preset, layers_text)
-        out = out or Path("reproductions/results") / preset.name
-        work = work or Path("runs") / preset.name
+        out = out or preset.results_dir()
+        work = work or preset.work_dir()
         table = run(preset, layers, scorer, work)
         fig = plot(table, f"{preset.name}: {preset.model}, k={preset.k}")
         figures.write(fig, table, out / "layers.png", out / "layers.csv")

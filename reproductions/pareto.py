@@ -20,6 +20,7 @@ import click
 import pandas as pd
 from matplotlib.figure import Figure
 
+from transcoders import runlock
 from transcoders.autointerp.config import SCORERS
 from transcoders.errors import UserError
 
@@ -38,13 +39,13 @@ def sweep(preset: Preset, ks: list[int], scorer: str, work: Path) -> pd.DataFram
             f"{', '.join(preset.hookpoints)}. Pick one, e.g. --hookpoints layers.6.mlp"
         )
     preset = figures.with_scorer(preset, scorer)
-    work.mkdir(parents=True, exist_ok=True)
     table = []
-    for k in ks:
-        print(f"\n=== k = {k}")
-        stages = figures.FigureStages(work, f"pareto-k{k}")
-        evaluation, summary = figures.run_stages(stages, dataclasses.replace(preset, k=k))
-        table += figures.rows(evaluation, summary, scorer, k=k)
+    with runlock.hold(work):
+        for k in ks:
+            print(f"\n=== k = {k}")
+            stages = figures.FigureStages(work, f"pareto-k{k}")
+            evaluation, summary = figures.run_stages(stages, dataclasses.replace(preset, k=k))
+            table += figures.rows(evaluation, summary, scorer, k=k)
     return figures.frame(table, preset.architectures, by="k")
 
 
@@ -90,7 +91,7 @@ def _ks(text: str) -> list[int]:
               help="Whose headline score measures interpretability (added to the "
                    "preset's scorers if missing).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Where pareto.png and pareto.csv go [default: reproductions/results/PRESET].")
+              help="Where pareto.png and pareto.csv go [default: runs/PRESET/results].")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Checkpoints, caches and stage records, shared with table1 "
                    "[default: runs/PRESET].")
@@ -111,8 +112,8 @@ def main(preset_name: str, ks_text: str, scorer: str, out: Path | None, work: Pa
         if options.get("k") is not None:
             raise UserError("--k is set per point of the sweep; use --ks instead")
         preset = dataclasses.replace(presets.get(preset_name), **preset_overrides(options))
-        out = out or Path("reproductions/results") / preset.name
-        work = work or Path("runs") / preset.name
+        out = out or preset.results_dir()
+        work = work or preset.work_dir()
         table = sweep(preset, ks, scorer, work)
         fig = plot(table, f"{preset.name}: {preset.model} {preset.hookpoints[0]}")
         figures.write(fig, table, out / "pareto.png", out / "pareto.csv")

@@ -7,9 +7,15 @@ the command line (`--field value`, e.g. `--train-tokens 50000`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from transcoders import validation
 from transcoders.errors import UserError
+
+RUNS = Path("runs")
+"""Where every preset's work and results go by default, relative to the current
+folder; git ignores it, so running a reproduction never dirties a checkout."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,28 @@ class Preset:
     """The model's HF config values (from its config.json on the hub), so that the
     tests can check hookpoints and widths offline for models not available here."""
 
+    def __post_init__(self) -> None:
+        for name in ("k", "train_tokens", "ctx_len", "batch_size", "eval_tokens",
+                     "autointerp_tokens", "autointerp_ctx_len"):
+            validation.positive(name, getattr(self, name))
+        for name in ("expansion_factor", "num_latents", "latents", "seed"):
+            validation.non_negative(name, getattr(self, name))
+        if not self.num_latents:
+            validation.positive("expansion_factor", self.expansion_factor)
+        validation.non_empty("hookpoints", self.hookpoints)
+        validation.non_empty("architectures", self.architectures)
+        validation.non_empty("scorers", self.scorers)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def work_dir(self) -> Path:
+        """Default folder for checkpoints, caches and stage records."""
+        return RUNS / self.name
+
+    def results_dir(self) -> Path:
+        """Default folder for the table and figure files."""
+        return self.work_dir() / "results"
 
 
 PYTHIA_160M = {

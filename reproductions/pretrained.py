@@ -157,5 +157,5 @@ def pretrained_stage(stages: Stages, preset: Preset) -> Path:
         })
         write_json(run_dir / RECORD_FILE, record)
 
-    stages.run("pretrained", key, (run_dir / RECORD_FILE).is_file, work)
+    stages.run("pretrained", key, run_dir / RECORD_FILE, work)
     return run_dir

@@ -89,33 +89,72 @@ def autointerp_config(preset: Preset) -> AutointerpConfig:
 
 
 class Stages:
-    """The stage records of one output folder."""
+    """The stage records of one work folder.
 
-    def __init__(self, out: Path):
+    A record is trusted only while the file its stage wrote still has the SHA-256
+    recorded with it, so a damaged or hand-edited `stages.json`, manifest,
+    evaluation or summary is reported and its stage runs again (training resumes;
+    autointerp keeps the latents it finished) instead of being read as a result.
+    """
+
+    def __init__(self, out: Path, file_name: str = STAGES_FILE):
         self.out = out
-        self.file = out / STAGES_FILE
-        self.records: dict[str, dict] = (
-            json.loads(self.file.read_text()) if self.file.is_file() else {}
-        )
+        self.file = out / file_name
+        self.records = read_records(self.file)
 
     def run(
-        self, name: str, key: str, done: Callable[[], bool], work: Callable[[], Any]
+        self,
+        name: str,
+        key: str,
+        output: Path,
+        work: Callable[[], Any],
+        done: Callable[[], bool] = lambda: True,
     ) -> bool:
-        """Run `work` unless stage `name` already finished with this `key`.
-        Returns True when the cached result was used."""
+        """Run `work` unless stage `name` already finished with this `key` and its
+        `output` file is as it left it (and `done()` agrees). Returns True when the
+        cached result was used."""
         record = self.records.get(name, {})
-        if record.get("key") == key and done():
-            print(f"[{name}] cached ({key}), finished in {record['wall_time_s']:.1f} s earlier")
-            return True
+        if record.get("key") == key:
+            if record.get("sha256") == _digest(output) and done():
+                print(f"[{name}] cached ({key}), finished in {record['wall_time_s']:.1f} s earlier")
+                return True
+            print(f"[{name}] {output} is missing or changed since the stage wrote it: running again")
         print(f"[{name}] running ({key})")
         start = time.perf_counter()
         work()
-        self.records[name] = {"key": key, "wall_time_s": time.perf_counter() - start}
+        self.records[name] = {
+            "key": key, "wall_time_s": time.perf_counter() - start, "sha256": _digest(output)
+        }
         write_json(self.file, self.records)
         return False
 
     def wall_times(self) -> dict[str, float]:
         return {name: r["wall_time_s"] for name, r in self.records.items()}
+
+
+def read_records(path: Path) -> dict[str, dict]:
+    """Stage records from `path`; {} (with a warning) when it is missing or damaged."""
+    if not path.is_file():
+        return {}
+    try:
+        records = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        records = None
+    valid = isinstance(records, dict) and all(
+        isinstance(r, dict) and isinstance(r.get("key"), str)
+        and isinstance(r.get("wall_time_s"), (int, float))
+        for r in records.values()
+    )
+    if not valid:
+        print(f"warning: {path} is damaged; ignoring it, every stage checks its output again")
+        return {}
+    return records
+
+
+def _digest(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def train_stage(stages: Stages, preset: Preset) -> Path:
@@ -127,14 +166,13 @@ def train_stage(stages: Stages, preset: Preset) -> Path:
     run_dir = stages.out / f"train-{key}"
     cfg = replace(probe, out=str(run_dir))
 
+    manifest = run_dir / MANIFEST_FILE
+
     def done() -> bool:
-        manifest = run_dir / MANIFEST_FILE
-        if not manifest.is_file():
-            return False
         archs = json.loads(manifest.read_text()).get("architectures", {})
         return all(archs.get(a, {}).get("status") == "complete" for a in preset.architectures)
 
-    stages.run("train", key, done, lambda: train(cfg, resume=(run_dir / MANIFEST_FILE).is_file()))
+    stages.run("train", key, manifest, lambda: train(cfg, resume=manifest.is_file()), done)
     return run_dir
 
 
@@ -143,7 +181,7 @@ def evaluate_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
 
     cfg = eval_config(preset, run_dir)
     key = config_key({"run": run_dir.name, **cfg.__dict__, "run_dir": None})
-    stages.run("evaluate", key, lambda: (run_dir / RESULTS_JSON).is_file(), lambda: evaluate(cfg))
+    stages.run("evaluate", key, run_dir / RESULTS_JSON, lambda: evaluate(cfg))
     return json.loads((run_dir / RESULTS_JSON).read_text())
 
 
@@ -156,10 +194,5 @@ def autointerp_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
     folder_key = config_key({**cfg.__dict__, "scorers": None, "out": None})
     cfg = replace(cfg, out=str(run_dir / f"autointerp-{folder_key}"))
     summary = Path(cfg.out) / "summary.json"
-    stages.run(
-        "autointerp",
-        config_key(cfg.__dict__),
-        summary.is_file,
-        lambda: run_autointerp(run_dir, cfg),
-    )
+    stages.run("autointerp", config_key(cfg.__dict__), summary, lambda: run_autointerp(run_dir, cfg))
     return json.loads(summary.read_text())

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from transcoders import runlock
 from transcoders.atomic import atomic_path, write_json, write_text
 from transcoders.autointerp import stats
 from transcoders.errors import UserError
@@ -122,16 +123,16 @@ def to_markdown(df: pd.DataFrame) -> str:
 def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> dict:
     """All stages for `preset`; writes table1.md, table1.csv and results.json."""
     start = time.perf_counter()
-    work.mkdir(parents=True, exist_ok=True)
-    stages = Stages(work)
-    if pretrained:
-        from .pretrained import pretrained_stage
+    with runlock.hold(work):
+        stages = Stages(work)
+        if pretrained:
+            from .pretrained import pretrained_stage
 
-        run_dir = pretrained_stage(stages, preset)
-    else:
-        run_dir = train_stage(stages, preset)
-    evaluation = evaluate_stage(stages, preset, run_dir)
-    summary = autointerp_stage(stages, preset, run_dir) if preset.latents > 0 else None
+            run_dir = pretrained_stage(stages, preset)
+        else:
+            run_dir = train_stage(stages, preset)
+        evaluation = evaluate_stage(stages, preset, run_dir)
+        summary = autointerp_stage(stages, preset, run_dir) if preset.latents > 0 else None
 
     table = build_table(preset.model, evaluation, summary)
     pairs = comparisons(evaluation, summary)
@@ -207,7 +208,7 @@ def preset_overrides(options: dict) -> dict:
 @click.option("--list-presets", is_flag=True, help="Show every preset's values and exit.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Where table1.md, table1.csv and results.json go "
-                   "[default: reproductions/results/PRESET].")
+                   "[default: runs/PRESET/results].")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Checkpoints, caches and stage records [default: runs/PRESET].")
 @click.option("--pretrained", is_flag=True,
@@ -233,8 +234,8 @@ def main(preset_name: str, list_presets: bool, out: Path | None, work: Path | No
     try:
         preset = presets.get(preset_name)
         preset = dataclasses.replace(preset, **preset_overrides(options))
-        out = out or Path("reproductions/results") / preset.name
-        work = work or Path("runs") / preset.name
+        out = out or preset.results_dir()
+        work = work or preset.work_dir()
         results = run(preset, out, work, pretrained=pretrained)
     except UserError as err:
         raise click.ClickException(str(err)) from err

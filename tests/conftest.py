@@ -92,3 +92,12 @@ def embedded_run(tmp_path_factory) -> Path:
         )
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_table1(tmp_path_factory) -> tuple[dict, Path]:
+    """The smoke preset's Table 1, run once per session: (results, work folder)."""
+    from reproductions import presets, table1
+
+    root = tmp_path_factory.mktemp("smoke-table1")
+    return table1.run(presets.get("smoke"), root / "out", root / "work"), root / "work"

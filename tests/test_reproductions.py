@@ -49,20 +49,28 @@ def test_every_preset_field_has_a_flag():
 
 
 def test_stages_rerun_only_what_changed(tmp_path):
-    calls = []
-    stages = Stages(tmp_path)
-    assert not stages.run("a", "k1", lambda: True, lambda: calls.append("a1"))
-    assert Stages(tmp_path).run("a", "k1", lambda: True, lambda: calls.append("again"))
-    assert not Stages(tmp_path).run("a", "k2", lambda: True, lambda: calls.append("a2"))
-    assert not Stages(tmp_path).run("a", "k2", lambda: False, lambda: calls.append("lost"))
-    assert calls == ["a1", "a2", "lost"]
+    calls, output = [], tmp_path / "a.txt"
+
+    def work(tag):
+        return lambda: (calls.append(tag), output.write_text(tag))
+
+    assert not Stages(tmp_path).run("a", "k1", output, work("a1"))
+    assert Stages(tmp_path).run("a", "k1", output, work("again"))
+    assert not Stages(tmp_path).run("a", "k2", output, work("a2"))
+    assert not Stages(tmp_path).run("a", "k2", output, work("lost"), done=lambda: False)
+    output.write_text("edited by hand")
+    assert not Stages(tmp_path).run("a", "k2", output, work("edited"))
+    output.unlink()
+    assert not Stages(tmp_path).run("a", "k2", output, work("deleted"))
+    assert Stages(tmp_path).run("a", "k2", output, work("cached"))
+    assert calls == ["a1", "a2", "lost", "edited", "deleted"]
     assert set(json.loads((tmp_path / "stages.json").read_text())) == {"a"}
 
 
 @pytest.mark.integration
-def test_smoke_preset_end_to_end_and_cached_rerun(tmp_path):
+def test_smoke_preset_end_to_end_and_cached_rerun(smoke_table1, tmp_path):
     preset = presets.get("smoke")
-    results = table1.run(preset, tmp_path / "out", tmp_path / "work")
+    results, work = smoke_table1
     table = results["table"]
     assert [r["architecture"] for r in table] == ["sae", "skip-transcoder", "transcoder"]
     for row in table:
@@ -74,10 +82,10 @@ def test_smoke_preset_end_to_end_and_cached_rerun(tmp_path):
         "transcoder − sae", "skip-transcoder − transcoder", "skip-transcoder − sae"
     }
     for name in ("table1.md", "table1.csv", "results.json"):
-        assert (tmp_path / "out" / name).is_file()
+        assert (work.parent / "out" / name).is_file()
     assert set(results["stage_wall_time_s"]) == {"train", "evaluate", "autointerp"}
 
-    again = table1.run(preset, tmp_path / "out2", tmp_path / "work")
+    again = table1.run(preset, tmp_path / "out2", work)
     assert again["total_wall_time_s_this_invocation"] < 30
     assert again["table"] == table
 
