@@ -16,10 +16,13 @@ Workarounds for sparsify 1.3.3, kept here; drop each when sparsify fixes it:
   whose optimizer thinks it is in train mode, so a resumed run trains from other
   weights than the uninterrupted one. We move the loaded weights back to the
   training point, exactly as the save did.
+- its `fit()` cannot resume a checkpoint saved after the last batch: it asks
+  `datasets` for rows past the end (IndexError). `finished` tells `train` to skip it.
 - safetensors writes weights 0600: we give the checkpoint the umask's permissions.
 
-It also stops a diverging run: after every optimizer step the weights must be
-finite, else `TrainingDiverged` names the step instead of training on NaN.
+It also stops a diverging run: every training loss and, after every optimizer step,
+every weight must be finite, else `TrainingDiverged` names the step instead of
+training on NaN.
 """
 
 from __future__ import annotations
