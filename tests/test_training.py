@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from sparsify import SparseCoder
 
 from transcoders.architectures import UnknownArchitecture
-from transcoders.checkpoints import find
+from transcoders.checkpoints import find, unfinished, warn_unfinished
 from transcoders.data import CorpusError, load_model
 from transcoders.errors import UserError
 from transcoders.training import HookpointError, RunDirError, TrainingConfig, train
@@ -197,6 +197,7 @@ def test_different_run_in_out_dir_is_refused_unless_overwrite(tiny_run, tmp_path
     (stranger / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="not a transcoders run"):
         train(tiny_config(stranger, tiny_lm_dir, tiny_corpus_dir), overwrite=True)
+    assert [p.name for p in stranger.iterdir()] == ["notes.txt"]  # no lock file left
 
     copy = tmp_path / "copy"
     train(tiny_config(copy, tiny_lm_dir, tiny_corpus_dir, architectures=["sae"]))
@@ -269,3 +270,27 @@ def test_replayed_activations_train_the_same_coders(tiny_run, tmp_path, tiny_lm_
     single = load_file(tmp_path / "alone" / "transcoder" / "layers.1.mlp" / "sae.safetensors")
     for name in shared:
         torch.testing.assert_close(shared[name], single[name], rtol=1e-5, atol=1e-6)
+
+
+def test_unfinished_treats_a_missing_status_as_unknown(tiny_run, capsys):
+    out, manifest = tiny_run
+    found = find(out)
+    assert unfinished(manifest, found) == []
+    assert unfinished({}, found) == []  # no manifest: a plain sparsify folder
+    partial = {"architectures": {"sae": {"status": "complete"}, "transcoder": {}}}
+    assert unfinished(partial, found) == ["skip-transcoder", "transcoder"]
+
+    warn_unfinished({"architectures": {"sae": {"status": "training", "step": 3, "steps": 6}}}, found)
+    assert "training of 'sae' did not complete at step 3 of 6" in capsys.readouterr().err
+
+
+def test_autointerp_warns_about_unfinished_training(tiny_run, tmp_path, capsys):
+    from transcoders.autointerp.pipeline import _manifest
+
+    out, manifest = tiny_run
+    run = tmp_path / "run"
+    run.mkdir()
+    half = {**manifest, "architectures": {**manifest["architectures"], "sae": {"status": "training"}}}
+    (run / "manifest.json").write_text(json.dumps(half))
+    assert _manifest(run, find(out)) == manifest["config"]
+    assert "training of 'sae' did not complete" in capsys.readouterr().err

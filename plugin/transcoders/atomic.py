@@ -18,9 +18,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     # mkstemp makes the file private (0600); give it the permissions open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -38,3 +36,22 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write `data` as indented JSON to `path` atomically."""
     write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def respect_umask(root: str | Path) -> None:
+    """Give `root` and everything under it the permissions open() and mkdir() would.
+
+    safetensors writes its files 0600 and `tempfile.mkdtemp` makes 0700 folders,
+    which locks other users out of a shared run folder or cache.
+    """
+    umask = _umask()
+    for folder, dirs, files in os.walk(root):
+        os.chmod(folder, 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o666 & ~umask)

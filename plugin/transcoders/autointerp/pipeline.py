@@ -87,7 +87,7 @@ def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
             f"hookpoints={cfg.hookpoints}"
         )
     out = Path(cfg.out) if cfg.out else run_dir / "autointerp"
-    manifest = _manifest(run_dir)
+    manifest = _manifest(run_dir, ckpts)
     model_name = cfg.model or manifest.get("model", EMBEDDED)
     dataset = cfg.dataset or manifest.get("dataset", EMBEDDED)
 
@@ -146,14 +146,14 @@ def _check_same_settings(out: Path, cfg: AutointerpConfig, model: str, dataset: 
     return settings
 
 
-def _manifest(run_dir: Path) -> dict:
-    file = run_dir / checkpoints.MANIFEST_FILE
-    if not file.is_file():
-        return {}
+def _manifest(run_dir: Path, ckpts: list[checkpoints.Checkpoint]) -> dict:
+    """The run's training config, warning about architectures not fully trained."""
     try:
-        return json.loads(file.read_text()).get("config", {})
-    except json.JSONDecodeError as err:
-        raise AutointerpError(f"{file} is not valid JSON ({err})") from err
+        manifest = checkpoints.read_manifest(run_dir)
+    except checkpoints.CheckpointError as err:
+        raise AutointerpError(str(err)) from err
+    checkpoints.warn_unfinished(manifest, ckpts)
+    return manifest.get("config", {})
 
 
 def _tokenizer(model_name: str):

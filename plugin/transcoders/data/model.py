@@ -21,6 +21,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ..atomic import respect_umask
 from ..errors import UserError
 
 EMBEDDED = "embedded"
@@ -68,15 +69,23 @@ def embedded_model_dir() -> Path:
     del model.config.quantization_config
     model.hf_quantizer = None
 
+    store(model, tokenizer, target)
+    return target
+
+
+def store(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, target: Path) -> None:
+    """Save `model` and `tokenizer` to `target` in one rename, with the permissions
+    the umask gives: mkdtemp's folder is 0700 and safetensors' files 0600, which
+    would lock the other users of a shared `TRANSCODERS_CACHE` out."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        respect_umask(staging)
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def load_model(

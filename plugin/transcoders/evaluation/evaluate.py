@@ -10,7 +10,6 @@ once, and is compared with zero-ablating all of them at once.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoints
 from ..atomic import atomic_path, write_json
-from ..checkpoints import Checkpoint, CheckpointError
+from ..checkpoints import Checkpoint
 from ..data import EMBEDDED, load_corpus, load_model, tokenize
 from ..errors import UserError
 from ..hookpoints import HookpointError, module_widths
@@ -110,21 +109,11 @@ class EvalConfig:
         )
 
 
-def read_manifest(run_dir: Path) -> dict:
-    file = run_dir / checkpoints.MANIFEST_FILE
-    if not file.is_file():
-        return {}
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{file} is not valid JSON ({err})") from err
-
-
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Evaluate every coder under `cfg.run_dir`; write and return the results."""
     run_dir = Path(cfg.run_dir)
     found = checkpoints.find(run_dir)
-    manifest = read_manifest(run_dir)
+    manifest = checkpoints.read_manifest(run_dir)
     cfg = cfg.resolve(manifest)
     coders = [(ckpt, ckpt.load(cfg.device)) for ckpt in found]
 
@@ -159,9 +148,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
 def incomplete(manifest: dict, found: list[Checkpoint]) -> list[str]:
     """Architectures whose training the manifest does not mark complete: a run
     interrupted mid-architecture leaves its last intermediate checkpoint."""
-    status = {a: r.get("status") for a, r in manifest.get("architectures", {}).items()}
-    names = {c.architecture.name for c in found}
-    return sorted(a for a in names if status.get(a, "complete") != "complete")
+    return checkpoints.unfinished(manifest, found)
 
 
 def check_hookpoints(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import platform
 import shutil
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -16,13 +17,15 @@ import torch.distributed as dist
 from sparsify import SparseCoder, TrainConfig
 
 from .. import architectures
-from ..atomic import write_json
-from ..checkpoints import MANIFEST_FILE
+from ..checkpoints import (
+    COMPLETE, MANIFEST_FILE, TRAINING, CheckpointError, read_manifest, write_manifest,
+)
 from ..data import CorpusError, load_corpus, load_model, tokenize
 from ..errors import UserError
 from ..hookpoints import check_applicable, module_widths, resolve_hookpoints
+from ..runlock import LOCK_FILE, hold
 from .allocator import keep_freed_memory
-from .checkpoint import AtomicTrainer, recover
+from .checkpoint import STAGING, AtomicTrainer, recover
 from .config import TrainingConfig
 from .heldout import heldout_fvu
 from .replay import REPLAY_BUDGET_BYTES, ActivationReplay, replay_bytes
@@ -56,44 +59,78 @@ def _hardware(device: torch.device) -> dict[str, str | int]:
     return info
 
 
-def prepare_run_dir(cfg: TrainingConfig, *, resume: bool, overwrite: bool) -> dict:
-    """Check `cfg.out` is safe to write to; return the manifest to continue from."""
-    out = Path(cfg.out)
-    manifest_path = out / MANIFEST_FILE
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
-        same = old.get("identity") == cfg.identity()
-        finished = all(
-            old.get("architectures", {}).get(a, {}).get("status") == "complete"
-            for a in cfg.architectures
-        )
-        if overwrite:
-            shutil.rmtree(out)
-        elif not same:
-            diff = sorted(
-                k for k, v in cfg.identity().items() if old.get("identity", {}).get(k) != v
-            )
-            raise RunDirError(
-                f"{out} holds a different run (differs in: {', '.join(diff)}). "
-                "Pass --overwrite to replace it, or choose another --out."
-            )
-        elif resume:
-            return old
-        elif finished:
-            raise RunDirError(
-                f"{out} already holds this run, complete. Pass --overwrite to retrain."
-            )
-        else:
-            raise RunDirError(
-                f"{out} holds an unfinished run of this config. Pass --resume to "
-                "continue from its last checkpoint, or --overwrite to start again."
-            )
-    elif out.exists() and any(out.iterdir()):
+def _entries(out: Path) -> list[Path]:
+    """What `out` holds, apart from the lock file of `runlock.hold`."""
+    return [p for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
+
+
+def _refuse_foreign(out: Path) -> None:
+    if not (out / MANIFEST_FILE).exists() and _entries(out):
         raise RunDirError(
             f"{out} is not empty and holds no {MANIFEST_FILE}: not a transcoders run. "
             "Choose an empty or new directory."
         )
-    return {}
+
+
+def _holds_results(out: Path) -> bool:
+    """Whether `out` holds anything trained or computed, which replacing would lose:
+    any folder (checkpoints, evaluation output) or file besides the manifest, or a
+    checkpoint caught mid-swap in the staging folder."""
+    staging = out / STAGING
+    return any(p.name not in (MANIFEST_FILE, STAGING) for p in _entries(out)) or (
+        staging.is_dir() and any(p.name.endswith(".previous") for p in staging.iterdir())
+    )
+
+
+def _clear(out: Path) -> None:
+    """Empty `out`, keeping the lock file this process holds."""
+    for entry in _entries(out):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def prepare_run_dir(cfg: TrainingConfig, *, resume: bool, overwrite: bool) -> dict:
+    """Check `cfg.out` is safe to write to; return the manifest to continue from.
+
+    A run that failed before training anything (bad input, say) is replaced
+    without asking: there is nothing in it to lose.
+    """
+    out = Path(cfg.out)
+    _refuse_foreign(out)
+    try:
+        old = read_manifest(out)
+    except CheckpointError as err:
+        raise RunDirError(
+            f"{err}. It is left as it is: move it away or choose another --out."
+        ) from err
+    if not old:
+        return {}
+    same = old.get("identity") == cfg.identity()
+    records = old.get("architectures", {})
+    finished = all(records.get(a, {}).get("status") == COMPLETE for a in cfg.architectures)
+    if overwrite or not _holds_results(out):
+        _clear(out)
+        return {}
+    if not same:
+        diff = sorted(
+            k for k, v in cfg.identity().items() if old.get("identity", {}).get(k) != v
+        )
+        raise RunDirError(
+            f"{out} holds a different run (differs in: {', '.join(diff)}). "
+            "Pass --overwrite to replace it, or choose another --out."
+        )
+    if resume:
+        return old
+    if finished:
+        raise RunDirError(
+            f"{out} already holds this run, complete. Pass --overwrite to retrain."
+        )
+    raise RunDirError(
+        f"{out} holds an unfinished run of this config. Pass --resume to "
+        "continue from its last checkpoint, or --overwrite to start again."
+    )
 
 
 def _device(name: str) -> torch.device:
@@ -120,13 +157,41 @@ def train(
     """Train every architecture in `cfg` on the same tokens; return the manifest.
 
     Checkpoints land in sparsify's layout, `<out>/<arch>/<hookpoint>/`, and the
-    manifest is rewritten after each architecture, so an interrupted run keeps the
-    architectures it finished and `resume=True` continues the one it was on. On glibc
-    it also keeps freed memory in the process heap for the rest of the process
-    (`training/allocator.py`).
+    manifest records each architecture's status: `training` with the last saved step
+    while it trains, `complete` once it is trained and its held-out FVU computed. An
+    interrupted run keeps the architectures it finished, and `resume=True` continues
+    the one it was on to the same weights an uninterrupted run gives. The process
+    (rank zero under torchrun) holds `<out>/.lock` throughout, so a second run into
+    the same folder is refused. On glibc it also keeps freed memory in the process
+    heap for the rest of the process (`training/allocator.py`).
     """
-    archs = [architectures.get(name) for name in cfg.architectures]
     rank_zero = not dist.is_initialized() or dist.get_rank() == 0
+    out = Path(cfg.out)
+    if rank_zero:
+        # Before taking the lock, so a refused folder does not get a lock file.
+        _refuse_foreign(out)
+    with hold(out) if rank_zero else nullcontext():
+        return _train(cfg, resume=resume, overwrite=overwrite, rank_zero=rank_zero)
+
+
+def _recover(out: Path, arch: str, rank_zero: bool) -> Path | None:
+    """The checkpoint to resume `arch` from; rank zero finishes an interrupted swap
+    before the other ranks look."""
+    if rank_zero:
+        recover(out, arch)
+    if dist.is_initialized():
+        dist.barrier()
+    return recover(out, arch)
+
+
+def _finite_or_none(value: float) -> float | None:
+    """A JSON-safe FVU: none where the held-out activations have no variance."""
+    return value if math.isfinite(value) else None
+
+
+def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: bool) -> dict:
+    archs = [architectures.get(name) for name in cfg.architectures]
+    out = Path(cfg.out)
     manifest = prepare_run_dir(cfg, resume=resume, overwrite=overwrite) if rank_zero else {}
     if dist.is_initialized():
         dist.barrier()
@@ -160,6 +225,7 @@ def train(
             f"({cfg.batch_size}); raise --tokens or lower --batch-size"
         )
 
+    # The inputs are valid: from here on the folder is this run's.
     manifest.update(
         format=1,
         identity=cfg.identity(),
@@ -170,14 +236,21 @@ def train(
         versions=_versions(),
         hardware=_hardware(device),
     )
-    manifest.setdefault("architectures", {})
-    out = Path(cfg.out)
-    if rank_zero:
-        write_json(out / MANIFEST_FILE, manifest)
+    records = manifest.setdefault("architectures", {})
+
+    def write() -> None:
+        if rank_zero:
+            write_manifest(out, manifest)
+
+    write()
     live_model = truncated(model, hookpoints) if cfg.truncate else model
-    todo = [a for a in archs if manifest["architectures"].get(a.name, {}).get("status") != "complete"]
+    todo = [a for a in archs if records.get(a.name, {}).get("status") != COMPLETE]
     itemsize = next(model.parameters()).element_size()
-    if len(todo) > 1 and replay_bytes(len(train_rows), cfg.ctx_len, widths, itemsize) <= REPLAY_BUDGET_BYTES:
+    # Replay whenever the run has several architectures, even if one is left: a
+    # resumed run then gets the same activations as the uninterrupted one (on GPU
+    # sparsify's fit() turns on TF32 matmuls, which a live forward would use).
+    recording = replay_bytes(len(train_rows), cfg.ctx_len, widths, itemsize)
+    if todo and len(archs) > 1 and recording <= REPLAY_BUDGET_BYTES:
         start = time.perf_counter()
         train_model = ActivationReplay(live_model, hookpoints, train_rows, cfg.batch_size)
         manifest["activation_recording_s"] = time.perf_counter() - start
@@ -207,15 +280,41 @@ def train(
             log_to_wandb=False,
         )
         print(f"\n== {arch.name}: {arch.description}")
-        trainer = AtomicTrainer(train_cfg, train_rows, train_model)
-        previous = recover(out, arch.name) if resume else None
+        previous = _recover(out, arch.name, rank_zero) if resume else None
+        # Wall time of earlier sessions, up to the checkpoint this one resumes from.
+        earlier = records.get(arch.name, {}).get("wall_time_s", 0.0) if previous else 0.0
+        start = time.perf_counter()
+        record = {
+            "status": TRAINING,
+            "description": arch.description,
+            "reads": arch.reads,
+            "coder_config": coder_cfg.to_dict(),
+            "num_latents": num_latents,
+            "forward": forward,
+        }
+
+        def saved(step: int) -> None:
+            record.update(step=step, wall_time_s=earlier + time.perf_counter() - start)
+            write()
+
+        trainer = AtomicTrainer(train_cfg, train_rows, train_model, on_save=saved)
         if previous is not None:
             trainer.load_state(str(previous))
         resumed_step = trainer.global_step
+        record.update(
+            step=resumed_step, steps=trainer.num_batches, resumed_from_step=resumed_step,
+            wall_time_s=earlier,
+        )
+        records[arch.name] = record
+        write()
 
-        start = time.perf_counter()
-        trainer.fit()
-        wall = time.perf_counter() - start
+        if trainer.finished:
+            # Killed after its last checkpoint: sparsify's fit() cannot start past the
+            # end of the data, and there is nothing left to train.
+            print(f"{arch.name}: all {trainer.num_batches} steps were already trained")
+        else:
+            trainer.fit()
+        wall = earlier + time.perf_counter() - start
 
         if rank_zero:
             coders = {
@@ -223,18 +322,12 @@ def train(
                 for hp in hookpoints
             }
             fvu = heldout_fvu(live_model, arch, coders, eval_rows, cfg.batch_size)
-            manifest["architectures"][arch.name] = {
-                "status": "complete",
-                "description": arch.description,
-                "reads": arch.reads,
-                "coder_config": coder_cfg.to_dict(),
-                "num_latents": num_latents,
-                "wall_time_s": wall,
-                "resumed_from_step": resumed_step,
-                "forward": forward,
-                "fvu": fvu,
-            }
-            write_json(out / MANIFEST_FILE, manifest)
+            record.update(
+                status=COMPLETE,
+                wall_time_s=wall,
+                fvu={hp: _finite_or_none(v) for hp, v in fvu.items()},
+            )
+            write()
             print(f"{arch.name}: held-out FVU {fvu} in {wall:.1f} s")
         if dist.is_initialized():
             dist.barrier()
