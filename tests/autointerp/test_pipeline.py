@@ -12,7 +12,7 @@ from tiny_autointerp import VOCAB, tiny_model, tiny_run, tiny_tokenizer
 from transcoders.autointerp import pipeline
 from transcoders.autointerp.clients import HTTPClient
 from transcoders.autointerp.config import AutointerpConfig
-from transcoders.autointerp.explainers import UNPARSED
+from transcoders.validation import ConfigError
 
 ARCHS = ("sae", "transcoder")
 
@@ -129,18 +129,21 @@ def test_a_deleted_latent_is_redone_alone(world, tmp_path, monkeypatch):
 
 
 def test_malformed_llm_output_is_counted_not_scored(world, tmp_path):
-    """A tiny random LM writes gibberish: every explanation is a failed parse (and not
-    scored); as a judge its answers are unparsed predictions, counted per group."""
+    """A tiny random LM writes gibberish: every explanation is a failed parse, which
+    stops the run past --max-unparsed and is otherwise counted, not saved and not
+    scored; as a judge its answers are unparsed predictions, counted per group."""
     root, run = world
     local = f"local:{root / 'model'}"
     cfg = config(world, tmp_path / "a", explainer=local, scorers=["embedding"], architectures=["sae"], latents=3)
+    with pytest.raises(pipeline.AutointerpError, match="3 of 3 explanations could not be parsed"):
+        pipeline.run_autointerp(run, cfg)
+    cfg.max_unparsed = 1.0
     summary = pipeline.run_autointerp(run, cfg)
     assert summary["failed_explanations"] == [
         {"architecture": "sae", "hookpoint": "layers.1.mlp", "explained": 3, "failed_parse": 3}
     ]
     assert summary["groups"] == []
-    saved = [json.loads(p.read_text()) for p in (tmp_path / "a" / "sae" / "explanations").glob("*.txt")]
-    assert saved == [UNPARSED] * 3
+    assert not list((tmp_path / "a" / "sae" / "explanations").glob("*.txt"))
     assert not (tmp_path / "a" / "sae" / "scores").exists()
 
     cfg = config(world, tmp_path / "b", explainer="top-tokens", scorers=["detection"],
@@ -159,7 +162,7 @@ def test_endpoint_failure_stops_with_a_clear_error_and_keeps_finished_work(world
         port = s.getsockname()[1]
     monkeypatch.setattr(
         "transcoders.autointerp.clients.make_client",
-        lambda spec: HTTPClient("m", f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_s=0.01),
+        lambda spec, **kw: HTTPClient("m", f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_s=0.01),
     )
     cfg = config(world, tmp_path / "out", explainer="top-tokens", scorers=["detection"],
                  scorer_model="http://unused", architectures=["sae"], latents=3)
@@ -188,12 +191,12 @@ def test_explainer_that_cannot_be_loaded(world, tmp_path):
     cfg = config(world, tmp_path / "out", explainer=f"local:{tmp_path / 'no-such-model'}")
     with pytest.raises(pipeline.AutointerpError, match="Could not load the client 'local:"):
         pipeline.run_autointerp(world[1], cfg)
-    assert not (tmp_path / "out").exists()  # failed before caching anything
+    assert not (tmp_path / "out" / "sae").exists()  # failed before caching anything
 
 
-def test_unknown_scorer(world):
-    with pytest.raises(pipeline.AutointerpError, match="Unknown scorer 'simulation'"):
-        pipeline.run_autointerp(world[1], AutointerpConfig(scorers=["simulation"]))
+def test_unknown_scorer():
+    with pytest.raises(ConfigError, match="--scorers: unknown scorer 'simulation'"):
+        AutointerpConfig(scorers=["simulation"])
 
 
 @pytest.mark.integration

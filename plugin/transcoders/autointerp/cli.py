@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -64,7 +65,16 @@ def _csv(_ctx, _param, value: str | None) -> list[str] | None:
               help="Ask the judge for token log-probs (gives detection/fuzzing an AUROC).")
 @click.option("--concurrency", default=_DEFAULTS.concurrency, show_default=True,
               help="Latents in flight at once.")
-@click.option("--device", default=_DEFAULTS.device, show_default=True)
+@click.option("--timeout", default=_DEFAULTS.timeout, show_default=True,
+              help="Seconds an HTTP endpoint may take per request attempt.")
+@click.option("--retries", default=_DEFAULTS.retries, show_default=True,
+              help="Retries of a failed HTTP request. A dead endpoint stops the run after "
+              "(retries + 1) x timeout plus backoff: 63 s by default.")
+@click.option("--max-unparsed", default=_DEFAULTS.max_unparsed, show_default=True,
+              help="Fraction of a hookpoint's explanations that may be unusable before the "
+              "run stops; unusable ones are asked again on the next run.")
+@click.option("--device", default=_DEFAULTS.device, show_default=True,
+              help="cpu, cuda, cuda:N or auto.")
 def autointerp_command(run_dir: Path, **options) -> None:
     """Explain and score latents of every coder in RUN_DIR with Delphi.
 
@@ -85,7 +95,17 @@ def autointerp_command(run_dir: Path, **options) -> None:
     """
     from .pipeline import run_autointerp
 
-    summary = run_autointerp(run_dir, AutointerpConfig(**options))
+    cfg = AutointerpConfig(**options)
+    # Warnings (a damaged file redone, an HTTP retry) as one line each on stderr.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("Warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("transcoders.autointerp")
+    logger.addHandler(handler)
+    try:
+        summary = run_autointerp(run_dir, cfg)
+    finally:
+        logger.removeHandler(handler)
     out = options["out"] or run_dir / "autointerp"
     for g in summary["groups"]:
         m = g["headline"]
@@ -100,7 +120,8 @@ def autointerp_command(run_dir: Path, **options) -> None:
         if f["failed_parse"]:
             click.echo(
                 f"{f['architecture']}/{f['hookpoint']}: {f['failed_parse']} of "
-                f"{f['explained']} explanations could not be parsed (not scored)"
+                f"{f['explained']} explanations could not be parsed (not scored; the next "
+                "run asks again)"
             )
     click.echo(f"Per-latent results and summary in {out}")
 
