@@ -7,7 +7,7 @@ import socket
 import orjson
 import pytest
 import torch
-from tiny_autointerp import VOCAB, tiny_model, tiny_run, tiny_tokenizer
+from tiny_autointerp import tiny_options, tiny_world
 
 from transcoders.autointerp import pipeline
 from transcoders.autointerp.clients import HTTPClient
@@ -31,32 +31,11 @@ def one_thread():
 def world(tmp_path_factory):
     """A saved tiny model + tokenizer, a folder of text in its vocabulary, a run."""
     root = tmp_path_factory.mktemp("pipeline")
-    tok = tiny_tokenizer()
-    tok.eos_token = "w1"
-    model = tiny_model()
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
-    text = root / "text"
-    text.mkdir()
-    import random
-
-    rng = random.Random(0)
-    for i in range(3):
-        words = [f"w{rng.randrange(2, VOCAB)}" for _ in range(4000)]
-        (text / f"doc{i}.txt").write_text(" ".join(words))
-    run = tiny_run(root / "run", archs=ARCHS, hookpoints=("layers.1.mlp",), num_latents=32)
-    return root, run
+    return root, tiny_world(root)
 
 
 def config(world, out, **kw) -> AutointerpConfig:
-    root, _ = world
-    base = dict(
-        model=str(root / "model"), dataset=str(root / "text"), split="train", out=str(out),
-        n_tokens=4096, ctx_len=32, example_ctx_len=16, batch_size=8, latents=6,
-        min_examples=5, n_examples_train=5, n_examples_test=5, n_non_activating=5,
-        n_quantiles=1, n_boot=200,
-    )
-    return AutointerpConfig(**{**base, **kw})
+    return AutointerpConfig(**tiny_options(world[0], out, **kw))
 
 
 def test_offline_run_writes_delphis_layout_and_resumes(world, tmp_path, monkeypatch):

@@ -85,21 +85,23 @@ def _config_for(ckpt: Checkpoint, config: dict) -> dict:
 
 def is_complete(out_dir: Path, checkpoints: list[Checkpoint], config: dict, n_splits: int) -> bool:
     """Whether a previous pass already cached these checkpoints with this config in
-    `n_splits` files each, all intact (a damaged one is reported by a warning)."""
-    for ckpt in checkpoints:
-        folder = latents_dir(out_dir, ckpt.architecture.name) / ckpt.hookpoint
-        if read_json(folder / CONFIG_FILE, dict, RECACHE) != _config_for(ckpt, config):
-            return False
-        files = sorted(folder.glob("*.safetensors"))
-        if len(files) != n_splits:
-            distrust(folder, f"holds {len(files)} of {n_splits} latent files", RECACHE)
-            return False
-        for file in files:
-            problem = split_problem(file)
-            if problem:
-                distrust(file, problem, RECACHE)
-                return False
-    return True
+    `n_splits` files each, all intact; every damaged file is reported by a warning."""
+    return all([_intact(out_dir, ckpt, config, n_splits) for ckpt in checkpoints])
+
+
+def _intact(out_dir: Path, ckpt: Checkpoint, config: dict, n_splits: int) -> bool:
+    folder = latents_dir(out_dir, ckpt.architecture.name) / ckpt.hookpoint
+    if read_json(folder / CONFIG_FILE, dict, RECACHE) != _config_for(ckpt, config):
+        return False
+    files = sorted(folder.glob("*.safetensors"))
+    if len(files) != n_splits:
+        distrust(folder, f"holds {len(files)} of {n_splits} latent files", RECACHE)
+        return False
+    problems = [(file, split_problem(file)) for file in files]
+    for file, problem in problems:
+        if problem:
+            distrust(file, problem, RECACHE)
+    return not any(problem for _, problem in problems)
 
 
 def split_problem(file: Path) -> str | None:

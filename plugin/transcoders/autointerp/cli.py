@@ -61,6 +61,16 @@ def _csv(_ctx, _param, value: str | None) -> list[str] | None:
               show_default=True, help="Activating examples per scorer.")
 @click.option("--non-activating", "n_non_activating", default=_DEFAULTS.n_non_activating,
               show_default=True, help="Non-activating examples per scorer.")
+@click.option("--n-quantiles", default=_DEFAULTS.n_quantiles, show_default=True,
+              help="Activation quantiles the test examples are drawn from.")
+@click.option("--examples-per-prompt", default=_DEFAULTS.examples_per_prompt, show_default=True,
+              help="Examples per detection/fuzzing prompt.")
+@click.option("--batch-size", default=_DEFAULTS.batch_size, show_default=True,
+              help="Sequences per forward pass while caching.")
+@click.option("--n-splits", default=_DEFAULTS.n_splits, show_default=True,
+              help="Cache files per hookpoint.")
+@click.option("--n-boot", default=_DEFAULTS.n_boot, show_default=True,
+              help="Bootstrap resamples per confidence interval.")
 @click.option("--log-probs", is_flag=True,
               help="Ask the judge for token log-probs (gives detection/fuzzing an AUROC).")
 @click.option("--concurrency", default=_DEFAULTS.concurrency, show_default=True,
@@ -93,9 +103,9 @@ def autointerp_command(run_dir: Path, **options) -> None:
       transcoders autointerp runs/demo --scorers detection,fuzzing \\
           --explainer http://127.0.0.1:8000/v1@Qwen/Qwen2.5-7B-Instruct
     """
+    cfg = AutointerpConfig(**options)  # bad values fail before Delphi is imported
     from .pipeline import run_autointerp
 
-    cfg = AutointerpConfig(**options)
     # Warnings (a damaged file redone, an HTTP retry) as one line each on stderr.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("Warning: %(message)s"))

@@ -43,7 +43,7 @@ from ..data import EMBEDDED, load_corpus, tokenize
 from ..errors import UserError
 from . import cache, stats
 from .config import TOP_TOKENS, AutointerpConfig
-from .delphi_compat import import_delphi
+from .delphi_compat import import_delphi, seed_scorer
 from .state import distrust, read_json
 
 import_delphi()
@@ -240,6 +240,10 @@ class _Watched(Client):
         self.errors: list[BaseException] = []
 
     async def generate(self, prompt, **kwargs):
+        # A scorer sends a latent's prompts one after another and carries on past a
+        # failed one: fail the rest at once instead of waiting out each one's retries.
+        if self.errors:
+            raise self.errors[0]
         try:
             return await self.client.generate(prompt, **kwargs)
         except Exception as err:
@@ -431,6 +435,7 @@ def _score(jobs, scorers, folder: Path, label: str, cfg) -> dict[tuple[str, str,
         )
         client = getattr(scorer, "client", None)
         seen = len(client.errors) if client is not None else 0
+        seed_scorer(scorer, f"{cfg.seed}/{name}{suffix}/{_name(record)}")
         result = await scorer(mine)
         if client is not None and len(client.errors) > seen:
             err = client.errors[-1]
