@@ -155,7 +155,7 @@ def test_unusable_explanations_are_asked_again(world, tmp_path):
     options = tiny_options(world[0], tmp_path / "out", architectures=["sae"], explainer=f"{server.url}@m")
     explanations = tmp_path / "out" / "sae" / "explanations"
     try:
-        server.script = [bad]
+        server.script = [completion(["[EXPLANATION]: in a list"]), bad]  # then bad for the rest
         assert_one_line_error(autointerp(world[1], options), "6 of 6 explanations could not be parsed",
                               "--max-unparsed")
         assert not list(explanations.glob("*.txt"))
