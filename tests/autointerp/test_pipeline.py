@@ -7,7 +7,7 @@ import socket
 import orjson
 import pytest
 import torch
-from tiny_autointerp import tiny_options, tiny_world
+from tiny_autointerp import HOOKPOINTS, tiny_options, tiny_run, tiny_world
 
 from transcoders.autointerp import pipeline
 from transcoders.autointerp.clients import HTTPClient
@@ -105,6 +105,22 @@ def test_a_deleted_latent_is_redone_alone(world, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", counting)
     pipeline.run_autointerp(run, cfg)
     assert calls == [victim.stem]
+
+
+def test_two_hookpoints_keep_each_others_controls(world, tmp_path, monkeypatch):
+    """shuffled_donors.json is per architecture: writing one hookpoint's pairing must
+    not drop another's, or every rerun rescores that hookpoint's controls."""
+    run = tiny_run(tmp_path / "run", archs=("sae",), hookpoints=HOOKPOINTS, num_latents=32)
+    cfg = config(world, tmp_path / "out", explainer="top-tokens", scorers=["embedding"], latents=3)
+    first = pipeline.run_autointerp(run, cfg)
+    assert len(json.loads((tmp_path / "out" / "sae" / "shuffled_donors.json").read_text())) == 6
+    assert len(list((tmp_path / "out" / "sae" / "scores" / "embedding_shuffled").glob("*.txt"))) == 6
+
+    async def boom(*args, **kwargs):
+        raise AssertionError("finished latent rescored")
+
+    monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", boom)
+    assert pipeline.run_autointerp(run, cfg)["groups"] == first["groups"]
 
 
 def test_malformed_llm_output_is_counted_not_scored(world, tmp_path):

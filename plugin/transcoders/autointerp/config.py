@@ -132,11 +132,15 @@ class AutointerpConfig:
             non_negative(name, getattr(self, name))
         non_negative("max_unparsed", self.max_unparsed)
         if self.max_unparsed > 1:
-            raise ConfigError(f"--max-unparsed is a fraction from 0 to 1, got {self.max_unparsed!r}")
+            raise ConfigError(
+                f"--max-unparsed is a fraction from 0 to 1, got {self.max_unparsed!r}"
+            )
         non_empty("scorers", self.scorers)
         for name in self.scorers:
             if name not in SCORERS:
-                raise ConfigError(f"--scorers: unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
+                raise ConfigError(
+                    f"--scorers: unknown scorer {name!r}; choose from {', '.join(SCORERS)}"
+                )
         for name in ("architectures", "hookpoints"):
             if getattr(self, name) is not None:
                 non_empty(_FLAG.get(name, name), getattr(self, name))

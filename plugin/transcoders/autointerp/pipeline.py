@@ -215,7 +215,8 @@ def _explainer_and_judge(cfg: AutointerpConfig):
     judge = None
     if wants_judge:
         spec = cfg.scorer_model or (cfg.explainer if llm else "local:embedded")
-        judge = _Watched(llm if spec == cfg.explainer and llm else _client(make_client, spec, cfg))
+        shared = spec == cfg.explainer and llm
+        judge = _Watched(llm if shared else _client(make_client, spec, cfg))
     return explainer, judge
 
 
@@ -346,7 +347,7 @@ def _explain_and_score(ckpt, out: Path, cfg, tokenizer, explainer, scorers) -> l
         {_name(r): _name(parsed[j]) for r, j in zip(parsed, stats.derangement(len(parsed), cfg.seed))}
         if len(parsed) >= 2 else {}
     )
-    _forget_stale_scores(root, _name_prefix(hp), donors, fresh, scorers)
+    _forget_stale_scores(root, _name_prefix(hp), donors, fresh)
 
     jobs = []
     for record in parsed:
@@ -377,22 +378,22 @@ def _explain_and_score(ckpt, out: Path, cfg, tokenizer, explainer, scorers) -> l
 def usable(explanation: Any) -> bool:
     """Whether an explainer's answer is an explanation: Delphi's explainers return
     UNPARSED when the model's text held none."""
-    return isinstance(explanation, str) and bool(explanation.strip()) and explanation != UNPARSED
+    return isinstance(explanation, str) and explanation.strip() not in ("", UNPARSED)
 
 
-def _explain(records, explainer, folder: Path, label: str, cfg) -> tuple[dict[str, str], set[str]]:
+def _explain(records, explainer, folder: Path, label: str, cfg) -> tuple[dict, set[str]]:
     """Usable explanations by latent name, loading saved ones and saving each new one,
     and the names explained in this call. Unusable answers are not saved."""
     done, fresh, todo = {}, set(), []
     for record in records:
         file = folder / f"{_name(record)}.txt"
         saved = read_json(file, str, "explaining the latent again")
-        if saved is not None and not usable(saved):
-            distrust(file, "holds no usable explanation", "explaining the latent again")
-        if saved is not None and usable(saved):
+        if usable(saved):
             done[_name(record)] = saved
-        else:
-            todo.append(record)
+            continue
+        if saved is not None:
+            distrust(file, "holds no usable explanation", "explaining the latent again")
+        todo.append(record)
 
     async def one(record, bar):
         try:
@@ -403,7 +404,8 @@ def _explain(records, explainer, folder: Path, label: str, cfg) -> tuple[dict[st
                 f"saved in {folder}; rerun the same command to continue."
             ) from err
         if usable(result.explanation):
-            write_text(folder / f"{_name(record)}.txt", json.dumps(result.explanation, ensure_ascii=False))
+            text = json.dumps(result.explanation, ensure_ascii=False)
+            write_text(folder / f"{_name(record)}.txt", text)
             done[_name(record)] = result.explanation
             fresh.add(_name(record))
         bar.update()
@@ -477,7 +479,7 @@ def read_score(file: Path, scorer: str) -> dict | None:
         return None
     fields = _SCORE_FIELDS["embedding" if scorer == "embedding" else "classifier"]
     for entry in score:
-        if not isinstance(entry, dict) or not all(k in entry and ok(entry[k]) for k, ok in fields.items()):
+        if not isinstance(entry, dict) or not all(ok(entry.get(k, ...)) for k, ok in fields.items()):
             distrust(file, f"is not a {scorer} score list", "scoring the latent again")
             return None
     return latent_metrics(scorer, score)
@@ -507,21 +509,23 @@ def _name_prefix(hookpoint: str) -> str:
     return f"{hookpoint.replace('/', '--')}_latent"
 
 
-def _forget_stale_scores(root: Path, prefix: str, donors: dict, fresh: set[str], scorers) -> None:
-    """Delete this hookpoint's scores made with an explanation other than the one now
-    on disk: those of latents explained in this run, and controls whose donor changed
-    or was explained in this run. Then record the pairing (other hookpoints' kept)."""
+def _forget_stale_scores(root: Path, prefix: str, donors: dict, fresh: set[str]) -> None:
+    """Delete this hookpoint's scores, of every scorer, made with an explanation other
+    than the one now on disk: those of latents explained in this run, and controls
+    whose donor changed or was explained in this run. Then record the pairing (other
+    hookpoints' entries kept)."""
     file = root / DONORS_FILE
     old = read_json(file, dict, "rescoring this hookpoint's shuffled controls") or {}
-    for name in scorers:
-        for sub, stale in (
-            (name, lambda latent: latent in fresh),
-            (name + SHUFFLED, lambda latent: old.get(latent) != donors.get(latent) or donors.get(latent) in fresh),
-        ):
-            folder = root / "scores" / sub
-            for score in folder.glob("*.txt") if folder.is_dir() else ():
-                if score.stem.startswith(prefix) and stale(score.stem):
-                    score.unlink()
+    folders = (root / "scores").iterdir() if (root / "scores").is_dir() else ()
+    for folder in folders:
+        for score in folder.glob(f"{prefix}*.txt"):
+            latent = score.stem
+            if folder.name.endswith(SHUFFLED):
+                stale = old.get(latent) != donors.get(latent) or donors.get(latent) in fresh
+            else:
+                stale = latent in fresh
+            if stale:
+                score.unlink()
     kept = {k: v for k, v in old.items() if not k.startswith(prefix)}
     write_json(file, {**kept, **donors})
 
