@@ -6,9 +6,7 @@ import logging
 import math
 import os
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from local_server import Server, Silent, completion
