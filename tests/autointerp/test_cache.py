@@ -1,6 +1,7 @@
 """Latent caching: Delphi reads it, it holds the right activations, and it matches
 what Delphi's own `LatentCache` writes on the same input."""
 
+import shutil
 from functools import partial
 
 import numpy as np
@@ -137,8 +138,20 @@ def test_forward_stops_after_the_last_hookpoint(tmp_path):
 
 def test_is_complete_marks_a_finished_cache(setup, tmp_path):
     root, _, _, ckpts, _ = setup
-    assert cache.is_complete(root / "out", ckpts, CONFIG)
-    assert not cache.is_complete(root / "out", ckpts, {**CONFIG, "cache_ctx_len": 8})
+    assert cache.is_complete(root / "out", ckpts, CONFIG, 3)
+    assert not cache.is_complete(root / "out", ckpts, {**CONFIG, "cache_ctx_len": 8}, 3)
+    assert not cache.is_complete(root / "out", ckpts, CONFIG, 4)
     # A retrained coder (other weights, same config) does not match the old cache.
     other = checkpoints.find(tiny_run(tmp_path / "run", seed=1))
-    assert not cache.is_complete(root / "out", other, CONFIG)
+    assert not cache.is_complete(root / "out", other, CONFIG, 3)
+
+
+def test_a_damaged_cache_is_reported_and_not_complete(setup, tmp_path, caplog):
+    root, _, _, ckpts, _ = setup
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    split = sorted(cache.latents_dir(out, "sae").glob("*/*.safetensors"))[1]
+    split.write_bytes(split.read_bytes()[:-10])
+    assert not cache.is_complete(out, ckpts, CONFIG, 3)
+    assert caplog.messages == [f"{split} is truncated or corrupt (Error while deserializing "
+                               "header: incomplete metadata, file not fully covered); caching latents again"]

@@ -6,11 +6,10 @@ import logging
 import math
 import os
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from local_server import Server, Silent, completion
 
 pytest.importorskip("delphi")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -172,53 +171,11 @@ SECRET = "sk-test-5ecret-never-logged-0123456789"
 KEY_ENV = "TRANSCODERS_TEST_API_KEY"
 
 
-def completion(text, logprobs=None):
-    choice = {"index": 0, "message": {"role": "assistant", "content": text}}
-    if logprobs is not None:
-        choice["logprobs"] = {"content": logprobs}
-    return 200, {}, json.dumps({"choices": [choice]})
-
-
-class Server:
-    """A real HTTP server on 127.0.0.1 answering from a script (last entry repeats)."""
-
-    def __init__(self):
-        self.script = [completion("hello")]
-        self.requests = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                server.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
-                )
-                step = min(len(server.requests), len(server.script)) - 1
-                status, headers, text = server.script[step]
-                if callable(text):
-                    text = text(self.headers)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(text.encode())))
-                self.end_headers()
-                self.wfile.write(text.encode())
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.01,), daemon=True).start()
-
-
 @pytest.fixture
 def server():
     server = Server()
     yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    server.close()
 
 
 def http_client(server, **kwargs):
@@ -338,6 +295,28 @@ def test_http_unreachable_port():
         asyncio.run(client.generate("x"))
     assert f"http://127.0.0.1:{port}/v1/chat/completions" in str(err.value)
     assert "3 attempts" in str(err.value) and "ConnectError" in str(err.value)
+
+
+@pytest.fixture
+def silent():
+    server = Silent()
+    yield server
+    server.close()
+
+
+def test_http_endpoint_that_never_answers_fails_within_the_worst_case(silent):
+    client = HTTPClient("m", silent.url, timeout_s=0.3, max_retries=2, backoff_s=0.1)
+    assert client.worst_case_s() == pytest.approx(3 * 0.3 + 0.1 + 0.2)
+    start = time.monotonic()
+    with pytest.raises(EndpointError, match=r"3 attempts.*no answer within 0.3 s.*--timeout"):
+        asyncio.run(client.generate("x"))
+    elapsed = time.monotonic() - start
+    assert client.worst_case_s() - 0.05 <= elapsed <= client.worst_case_s() + 2
+    assert len(silent.accepted) >= 1  # it did connect: the timeout was on the answer
+
+
+def test_http_default_worst_case_is_about_a_minute():
+    assert 30 <= HTTPClient("m", "http://127.0.0.1:1/v1").worst_case_s() <= 65
 
 
 def test_http_key_never_in_logs_or_errors(server, monkeypatch, caplog):

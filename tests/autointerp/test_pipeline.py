@@ -7,12 +7,12 @@ import socket
 import orjson
 import pytest
 import torch
-from tiny_autointerp import VOCAB, tiny_model, tiny_run, tiny_tokenizer
+from tiny_autointerp import HOOKPOINTS, tiny_options, tiny_run, tiny_world
 
 from transcoders.autointerp import pipeline
 from transcoders.autointerp.clients import HTTPClient
 from transcoders.autointerp.config import AutointerpConfig
-from transcoders.autointerp.explainers import UNPARSED
+from transcoders.validation import ConfigError
 
 ARCHS = ("sae", "transcoder")
 
@@ -31,32 +31,11 @@ def one_thread():
 def world(tmp_path_factory):
     """A saved tiny model + tokenizer, a folder of text in its vocabulary, a run."""
     root = tmp_path_factory.mktemp("pipeline")
-    tok = tiny_tokenizer()
-    tok.eos_token = "w1"
-    model = tiny_model()
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
-    text = root / "text"
-    text.mkdir()
-    import random
-
-    rng = random.Random(0)
-    for i in range(3):
-        words = [f"w{rng.randrange(2, VOCAB)}" for _ in range(4000)]
-        (text / f"doc{i}.txt").write_text(" ".join(words))
-    run = tiny_run(root / "run", archs=ARCHS, hookpoints=("layers.1.mlp",), num_latents=32)
-    return root, run
+    return root, tiny_world(root)
 
 
 def config(world, out, **kw) -> AutointerpConfig:
-    root, _ = world
-    base = dict(
-        model=str(root / "model"), dataset=str(root / "text"), split="train", out=str(out),
-        n_tokens=4096, ctx_len=32, example_ctx_len=16, batch_size=8, latents=6,
-        min_examples=5, n_examples_train=5, n_examples_test=5, n_non_activating=5,
-        n_quantiles=1, n_boot=200,
-    )
-    return AutointerpConfig(**{**base, **kw})
+    return AutointerpConfig(**tiny_options(world[0], out, **kw))
 
 
 def test_offline_run_writes_delphis_layout_and_resumes(world, tmp_path, monkeypatch):
@@ -128,19 +107,38 @@ def test_a_deleted_latent_is_redone_alone(world, tmp_path, monkeypatch):
     assert calls == [victim.stem]
 
 
+def test_two_hookpoints_keep_each_others_controls(world, tmp_path, monkeypatch):
+    """shuffled_donors.json is per architecture: writing one hookpoint's pairing must
+    not drop another's, or every rerun rescores that hookpoint's controls."""
+    run = tiny_run(tmp_path / "run", archs=("sae",), hookpoints=HOOKPOINTS, num_latents=32)
+    cfg = config(world, tmp_path / "out", explainer="top-tokens", scorers=["embedding"], latents=3)
+    first = pipeline.run_autointerp(run, cfg)
+    assert len(json.loads((tmp_path / "out" / "sae" / "shuffled_donors.json").read_text())) == 6
+    assert len(list((tmp_path / "out" / "sae" / "scores" / "embedding_shuffled").glob("*.txt"))) == 6
+
+    async def boom(*args, **kwargs):
+        raise AssertionError("finished latent rescored")
+
+    monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", boom)
+    assert pipeline.run_autointerp(run, cfg)["groups"] == first["groups"]
+
+
 def test_malformed_llm_output_is_counted_not_scored(world, tmp_path):
-    """A tiny random LM writes gibberish: every explanation is a failed parse (and not
-    scored); as a judge its answers are unparsed predictions, counted per group."""
+    """A tiny random LM writes gibberish: every explanation is a failed parse, which
+    stops the run past --max-unparsed and is otherwise counted, not saved and not
+    scored; as a judge its answers are unparsed predictions, counted per group."""
     root, run = world
     local = f"local:{root / 'model'}"
     cfg = config(world, tmp_path / "a", explainer=local, scorers=["embedding"], architectures=["sae"], latents=3)
+    with pytest.raises(pipeline.AutointerpError, match="3 of 3 explanations could not be parsed"):
+        pipeline.run_autointerp(run, cfg)
+    cfg.max_unparsed = 1.0
     summary = pipeline.run_autointerp(run, cfg)
     assert summary["failed_explanations"] == [
         {"architecture": "sae", "hookpoint": "layers.1.mlp", "explained": 3, "failed_parse": 3}
     ]
     assert summary["groups"] == []
-    saved = [json.loads(p.read_text()) for p in (tmp_path / "a" / "sae" / "explanations").glob("*.txt")]
-    assert saved == [UNPARSED] * 3
+    assert not list((tmp_path / "a" / "sae" / "explanations").glob("*.txt"))
     assert not (tmp_path / "a" / "sae" / "scores").exists()
 
     cfg = config(world, tmp_path / "b", explainer="top-tokens", scorers=["detection"],
@@ -159,7 +157,7 @@ def test_endpoint_failure_stops_with_a_clear_error_and_keeps_finished_work(world
         port = s.getsockname()[1]
     monkeypatch.setattr(
         "transcoders.autointerp.clients.make_client",
-        lambda spec: HTTPClient("m", f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_s=0.01),
+        lambda spec, **kw: HTTPClient("m", f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_s=0.01),
     )
     cfg = config(world, tmp_path / "out", explainer="top-tokens", scorers=["detection"],
                  scorer_model="http://unused", architectures=["sae"], latents=3)
@@ -188,12 +186,12 @@ def test_explainer_that_cannot_be_loaded(world, tmp_path):
     cfg = config(world, tmp_path / "out", explainer=f"local:{tmp_path / 'no-such-model'}")
     with pytest.raises(pipeline.AutointerpError, match="Could not load the client 'local:"):
         pipeline.run_autointerp(world[1], cfg)
-    assert not (tmp_path / "out").exists()  # failed before caching anything
+    assert not (tmp_path / "out" / "sae").exists()  # failed before caching anything
 
 
-def test_unknown_scorer(world):
-    with pytest.raises(pipeline.AutointerpError, match="Unknown scorer 'simulation'"):
-        pipeline.run_autointerp(world[1], AutointerpConfig(scorers=["simulation"]))
+def test_unknown_scorer():
+    with pytest.raises(ConfigError, match="--scorers: unknown scorer 'simulation'"):
+        AutointerpConfig(scorers=["simulation"])
 
 
 @pytest.mark.integration

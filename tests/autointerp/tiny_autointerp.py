@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import torch
@@ -55,3 +56,40 @@ def tiny_run(
 def random_tokens(n_seq: int, ctx_len: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(1, VOCAB, (n_seq, ctx_len), generator=gen)
+
+
+def tiny_world(root: Path) -> Path:
+    """Under `root`: `model/` (a saved tiny model and tokenizer), `text/` (documents in
+    its vocabulary) and `run/` (an SAE and a transcoder at layers.1.mlp); returns the run."""
+    tok = tiny_tokenizer()
+    tok.eos_token = "w1"
+    tiny_model().save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    (root / "text").mkdir()
+    rng = random.Random(0)
+    for i in range(3):
+        words = [f"w{rng.randrange(2, VOCAB)}" for _ in range(4000)]
+        (root / "text" / f"doc{i}.txt").write_text(" ".join(words))
+    return tiny_run(root / "run", archs=("sae", "transcoder"), hookpoints=("layers.1.mlp",), num_latents=32)
+
+
+def tiny_options(root: Path, out: Path, **options) -> dict:
+    """AutointerpConfig fields for a run on `tiny_world(root)` that takes seconds."""
+    base = dict(
+        model=str(root / "model"), dataset=str(root / "text"), split="train", out=str(out),
+        n_tokens=4096, ctx_len=32, example_ctx_len=16, batch_size=8, latents=6,
+        min_examples=5, n_examples_train=5, n_examples_test=5, n_non_activating=5,
+        n_quantiles=1, n_boot=200,
+    )
+    return {**base, **options}
+
+
+def cli_args(options: dict) -> list[str]:
+    """`tiny_options` as `transcoders autointerp` flags."""
+    flags = {"n_tokens": "tokens", "n_examples_train": "train-examples",
+             "n_examples_test": "test-examples", "n_non_activating": "non-activating", "architectures": "arch"}
+    args = []
+    for name, value in options.items():
+        flag = "--" + flags.get(name, name.replace("_", "-"))
+        args += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+    return args

@@ -29,17 +29,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..activations import record
 from ..atomic import atomic_path, write_json
 from ..checkpoints import WEIGHTS_FILE, Checkpoint
+from .state import distrust, read_json
 
 # Delphi's threshold for a nonzero activation (delphi/latents/cache.py).
 NONZERO = 1e-5
 CONFIG_FILE = "config.json"
 FIRING_COUNTS_FILE = "hookpoint_firing_counts.pt"
+SPLIT_TENSORS = ("activations", "locations", "tokens")
+RECACHE = "caching latents again"
 _CHUNK_ROWS = 1 << 20
 
 _SAFETENSORS_DTYPES = {
@@ -79,13 +83,38 @@ def _config_for(ckpt: Checkpoint, config: dict) -> dict:
     return {**config, "coder_sha256": digest.hexdigest()}
 
 
-def is_complete(out_dir: Path, checkpoints: list[Checkpoint], config: dict) -> bool:
-    """Whether a previous pass already cached these checkpoints with this config."""
-    for ckpt in checkpoints:
-        file = latents_dir(out_dir, ckpt.architecture.name) / ckpt.hookpoint / CONFIG_FILE
-        if not file.is_file() or json.loads(file.read_text()) != _config_for(ckpt, config):
-            return False
-    return True
+def is_complete(out_dir: Path, checkpoints: list[Checkpoint], config: dict, n_splits: int) -> bool:
+    """Whether a previous pass already cached these checkpoints with this config in
+    `n_splits` files each, all intact; every damaged file is reported by a warning."""
+    return all([_intact(out_dir, ckpt, config, n_splits) for ckpt in checkpoints])
+
+
+def _intact(out_dir: Path, ckpt: Checkpoint, config: dict, n_splits: int) -> bool:
+    folder = latents_dir(out_dir, ckpt.architecture.name) / ckpt.hookpoint
+    if read_json(folder / CONFIG_FILE, dict, RECACHE) != _config_for(ckpt, config):
+        return False
+    files = sorted(folder.glob("*.safetensors"))
+    if len(files) != n_splits:
+        distrust(folder, f"holds {len(files)} of {n_splits} latent files", RECACHE)
+        return False
+    problems = [(file, split_problem(file)) for file in files]
+    for file, problem in problems:
+        if problem:
+            distrust(file, problem, RECACHE)
+    return not any(problem for _, problem in problems)
+
+
+def split_problem(file: Path) -> str | None:
+    """What is wrong with a split file, or None. Reads the safetensors header, which
+    names every tensor and where it ends, so a truncated file is caught without
+    reading the data."""
+    try:
+        with safe_open(file, "np") as f:
+            names = set(f.keys())
+    except (SafetensorError, OSError) as err:
+        return f"is truncated or corrupt ({err})"
+    missing = [name for name in SPLIT_TENSORS if name not in names]
+    return f"lacks the tensors {', '.join(missing)}" if missing else None
 
 
 def split_bounds(width: int, n_splits: int) -> list[tuple[int, int]]:
@@ -240,6 +269,8 @@ def cache_latents(
         coder = ckpt.load(device)
         folder = latents_dir(out_dir, ckpt.architecture.name) / ckpt.hookpoint
         (folder / CONFIG_FILE).unlink(missing_ok=True)
+        for old in folder.glob("*.safetensors"):  # a damaged or differently split cache
+            old.unlink()
         writer = _SplitWriter(folder, coder.num_latents, n_splits, buffer_size, report)
         coders.append((ckpt, coder, writer))
 

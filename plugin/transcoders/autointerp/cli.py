@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -60,11 +61,30 @@ def _csv(_ctx, _param, value: str | None) -> list[str] | None:
               show_default=True, help="Activating examples per scorer.")
 @click.option("--non-activating", "n_non_activating", default=_DEFAULTS.n_non_activating,
               show_default=True, help="Non-activating examples per scorer.")
+@click.option("--n-quantiles", default=_DEFAULTS.n_quantiles, show_default=True,
+              help="Activation quantiles the test examples are drawn from.")
+@click.option("--examples-per-prompt", default=_DEFAULTS.examples_per_prompt, show_default=True,
+              help="Examples per detection/fuzzing prompt.")
+@click.option("--batch-size", default=_DEFAULTS.batch_size, show_default=True,
+              help="Sequences per forward pass while caching.")
+@click.option("--n-splits", default=_DEFAULTS.n_splits, show_default=True,
+              help="Cache files per hookpoint.")
+@click.option("--n-boot", default=_DEFAULTS.n_boot, show_default=True,
+              help="Bootstrap resamples per confidence interval.")
 @click.option("--log-probs", is_flag=True,
               help="Ask the judge for token log-probs (gives detection/fuzzing an AUROC).")
 @click.option("--concurrency", default=_DEFAULTS.concurrency, show_default=True,
               help="Latents in flight at once.")
-@click.option("--device", default=_DEFAULTS.device, show_default=True)
+@click.option("--timeout", default=_DEFAULTS.timeout, show_default=True,
+              help="Seconds an HTTP endpoint may take per request attempt.")
+@click.option("--retries", default=_DEFAULTS.retries, show_default=True,
+              help="Retries of a failed HTTP request. A dead endpoint stops the run after "
+              "(retries + 1) x timeout plus backoff: 63 s by default.")
+@click.option("--max-unparsed", default=_DEFAULTS.max_unparsed, show_default=True,
+              help="Fraction of a hookpoint's explanations that may be unusable before the "
+              "run stops; unusable ones are asked again on the next run.")
+@click.option("--device", default=_DEFAULTS.device, show_default=True,
+              help="cpu, cuda, cuda:N or auto.")
 def autointerp_command(run_dir: Path, **options) -> None:
     """Explain and score latents of every coder in RUN_DIR with Delphi.
 
@@ -83,9 +103,19 @@ def autointerp_command(run_dir: Path, **options) -> None:
       transcoders autointerp runs/demo --scorers detection,fuzzing \\
           --explainer http://127.0.0.1:8000/v1@Qwen/Qwen2.5-7B-Instruct
     """
+    cfg = AutointerpConfig(**options)  # bad values fail before Delphi is imported
     from .pipeline import run_autointerp
 
-    summary = run_autointerp(run_dir, AutointerpConfig(**options))
+    # Warnings (a damaged file redone, an HTTP retry) as one line each on stderr.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("Warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("transcoders.autointerp")
+    logger.addHandler(handler)
+    try:
+        summary = run_autointerp(run_dir, cfg)
+    finally:
+        logger.removeHandler(handler)
     out = options["out"] or run_dir / "autointerp"
     for g in summary["groups"]:
         m = g["headline"]
@@ -100,7 +130,8 @@ def autointerp_command(run_dir: Path, **options) -> None:
         if f["failed_parse"]:
             click.echo(
                 f"{f['architecture']}/{f['hookpoint']}: {f['failed_parse']} of "
-                f"{f['explained']} explanations could not be parsed (not scored)"
+                f"{f['explained']} explanations could not be parsed (not scored; the next "
+                "run asks again)"
             )
     click.echo(f"Per-latent results and summary in {out}")
 

@@ -3,7 +3,11 @@ can build its options without importing Delphi)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from ..validation import ConfigError, device, non_empty, non_negative, positive
 
 SCORERS = ("detection", "fuzzing", "embedding")
 TOP_TOKENS = "top-tokens"
@@ -99,11 +103,55 @@ class AutointerpConfig:
     concurrency: int = 8
     """Latents in flight at once; a local client batches their prompts."""
 
+    timeout: float = 20.0
+    """Seconds an HTTP endpoint may take over one request before the attempt fails.
+    With `retries` and the client's backoff it bounds how long a dead endpoint holds
+    the run: 3 × 20 s + 1 s + 2 s = 63 s by default (autointerp-clients guide)."""
+
+    retries: int = 2
+    """Retries of a failed HTTP request (connection error, timeout, 408/409/429/5xx)
+    after the first attempt."""
+
+    max_unparsed: float = 0.5
+    """Fraction of an (architecture, hookpoint)'s explanations that may come back
+    unusable before the run stops. Unusable ones are never saved, so a rerun asks
+    again. The 135M local explainer left at most 27% unparsed; a broken endpoint 100%."""
+
     n_boot: int = 10_000
     """Bootstrap resamples for every confidence interval."""
 
     device: str = "cpu"
-    """Where the subject model and a local explainer run."""
+    """Where the subject model and a local explainer run: `cpu`, `cuda`, `cuda:N`, or
+    `auto` (CUDA when there is one)."""
+
+    def __post_init__(self):
+        # Checked here, not in the CLI, so Python callers get the same one-line errors.
+        for name in _POSITIVE:
+            positive(_FLAG.get(name, name), getattr(self, name))
+        for name in ("seed", "retries"):
+            non_negative(name, getattr(self, name))
+        non_negative("max_unparsed", self.max_unparsed)
+        if self.max_unparsed > 1:
+            raise ConfigError(
+                f"--max-unparsed is a fraction from 0 to 1, got {self.max_unparsed!r}"
+            )
+        non_empty("scorers", self.scorers)
+        for name in self.scorers:
+            if name not in SCORERS:
+                raise ConfigError(
+                    f"--scorers: unknown scorer {name!r}; choose from {', '.join(SCORERS)}"
+                )
+        for name in ("architectures", "hookpoints"):
+            if getattr(self, name) is not None:
+                non_empty(_FLAG.get(name, name), getattr(self, name))
+        if self.ctx_len % self.example_ctx_len:
+            raise ConfigError(
+                f"--ctx-len ({self.ctx_len}) must be a multiple of --example-ctx-len "
+                f"({self.example_ctx_len})"
+            )
+        device("device", self.device)
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     def cache_config(self, model: str, dataset: str) -> dict:
         """The config.json of the cache: Delphi's CacheConfig fields plus model_name."""
@@ -118,3 +166,15 @@ class AutointerpConfig:
             n_tokens=self.n_tokens, n_splits=self.n_splits,
         ).to_dict()
         return {**cfg, "model_name": model, "seed": self.seed}
+
+
+# Fields whose command-line flag is not `--<field>`.
+_FLAG = {
+    "n_tokens": "tokens", "n_examples_train": "train_examples",
+    "n_examples_test": "test_examples", "n_non_activating": "non_activating",
+    "architectures": "arch",
+}
+_POSITIVE = tuple(
+    f.name for f in fields(AutointerpConfig)
+    if f.type in ("int", "float") and f.name not in ("seed", "retries", "max_unparsed")
+)

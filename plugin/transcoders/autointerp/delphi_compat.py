@@ -1,4 +1,7 @@
-"""Import Delphi's explainers and scorers on machines without vllm.
+"""Workarounds for eai-delphi: importing it without vllm, and reproducible scorers
+(`seed_scorer`, whose docstring says why and when it can go).
+
+Import Delphi's explainers and scorers on machines without vllm.
 
 Why this module exists: in eai-delphi 0.1.3, ``delphi/clients/__init__.py`` imports
 ``Offline`` eagerly and ``offline.py`` imports vllm at module level. Explainers and
@@ -21,6 +24,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import random
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -91,3 +95,21 @@ def _register_lazy_clients(delphi: ModuleType) -> None:
         del sys.modules["delphi.clients"]
         raise
     delphi.clients = package
+
+
+def seed_scorer(scorer, key: str) -> None:
+    """Make the random draws of a Delphi scorer's next call depend on `key` alone.
+
+    Why: eai-delphi 0.1.3's scorers shuffle each latent's examples with state shared
+    across latents: `EmbeddingScorer` with the global `random`, the classifier scorers
+    (detection, fuzzing) with one `random.Random` per scorer, which also decides which
+    examples share a prompt. The draws for a latent then depend on every latent scored
+    before it, so a run resumed after a kill would write other score files (and, with
+    LLM judges, other numbers) than an uninterrupted one. Both draw before their first
+    `await`, so call this right before awaiting the scorer.
+
+    When it can go: once Delphi's scorers take a per-call seed or generator.
+    """
+    random.seed(key)
+    if isinstance(getattr(scorer, "rng", None), random.Random):
+        scorer.rng = random.Random(key)

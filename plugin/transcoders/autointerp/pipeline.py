@@ -14,7 +14,10 @@ Output, one Delphi results folder per architecture (`OUT` defaults to
     OUT/latents.csv, OUT/summary.json, OUT/summary.csv
 
 Every file is written atomically as soon as its latent finishes, and a rerun skips
-what exists, so an interrupted run loses at most the latents in flight.
+what exists, so an interrupted run loses at most the latents in flight. A file that
+does not read back as valid is reported and redone (`state`); an explanation the
+explainer's answer did not contain is never saved, so a rerun asks again. One run
+writes an output folder at a time (`runlock`).
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ import torch
 from safetensors.numpy import load_file
 from tqdm.auto import tqdm
 
-from .. import checkpoints
+from .. import checkpoints, runlock
 from ..atomic import atomic_path, write_json, write_text
 from ..data import EMBEDDED, load_corpus, tokenize
 from ..errors import UserError
 from . import cache, stats
-from .config import SCORERS, TOP_TOKENS, AutointerpConfig
-from .delphi_compat import import_delphi
+from .config import TOP_TOKENS, AutointerpConfig
+from .delphi_compat import import_delphi, seed_scorer
+from .state import distrust, read_json
 
 import_delphi()
 from delphi.clients.client import Client  # noqa: E402
@@ -53,6 +57,7 @@ from .explainers import UNPARSED, CompactExplainer, TopTokensExplainer  # noqa: 
 from .tokenizer_compat import PerTokenDecoding  # noqa: E402
 
 SHUFFLED = "_shuffled"
+DONORS_FILE = "shuffled_donors.json"
 # The number each scorer is summarised by: the paper reports balanced accuracy for
 # detection and fuzzing; the embedding scorer gives similarities, so AUROC.
 HEADLINE = {"detection": "balanced_accuracy", "fuzzing": "balanced_accuracy", "embedding": "auroc"}
@@ -64,13 +69,6 @@ class AutointerpError(UserError):
 
 def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
     """Cache, explain, score and summarise; returns the summary written to disk."""
-    for name in cfg.scorers:
-        if name not in SCORERS:
-            raise AutointerpError(f"Unknown scorer '{name}'; choose from {', '.join(SCORERS)}")
-    if cfg.ctx_len % cfg.example_ctx_len:
-        raise AutointerpError(
-            f"ctx_len ({cfg.ctx_len}) must be a multiple of example_ctx_len ({cfg.example_ctx_len})"
-        )
     run_dir = Path(run_dir)
     try:
         ckpts = checkpoints.find(run_dir)
@@ -90,7 +88,11 @@ def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
     manifest = _manifest(run_dir, ckpts)
     model_name = cfg.model or manifest.get("model", EMBEDDED)
     dataset = cfg.dataset or manifest.get("dataset", EMBEDDED)
+    with runlock.hold(out):
+        return _run(ckpts, out, cfg, model_name, dataset)
 
+
+def _run(ckpts, out: Path, cfg: AutointerpConfig, model_name: str, dataset: str) -> dict:
     settings = _check_same_settings(out, cfg, model_name, dataset)
     # Models first: a bad client spec should fail before the slow caching pass.
     explainer, judge = _explainer_and_judge(cfg)
@@ -99,12 +101,12 @@ def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
 
     cache_cfg = cfg.cache_config(model_name, dataset)
     tokenizer = _tokenizer(model_name)
-    if not cache.is_complete(out, ckpts, cache_cfg):
+    if not cache.is_complete(out, ckpts, cache_cfg, cfg.n_splits):
         # Explanations and scores of an older cache (other coders) are stale.
         for arch in {c.architecture.name for c in ckpts}:
             for folder in ("explanations", "scores"):
                 shutil.rmtree(out / arch / folder, ignore_errors=True)
-            (out / arch / "shuffled_donors.json").unlink(missing_ok=True)
+            (out / arch / DONORS_FILE).unlink(missing_ok=True)
         _cache(ckpts, out, cfg, model_name, dataset, cache_cfg)
 
     rows = []
@@ -123,7 +125,10 @@ def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
 
 
 # Settings that change no explanation or score already on disk.
-_RESUMABLE = {"latents", "scorers", "architectures", "hookpoints", "out", "concurrency", "device", "n_boot"}
+_RESUMABLE = {
+    "latents", "scorers", "architectures", "hookpoints", "out", "concurrency", "device",
+    "n_boot", "timeout", "retries", "max_unparsed",
+}
 SETTINGS_FILE = "settings.json"
 
 
@@ -136,7 +141,18 @@ def _check_same_settings(out: Path, cfg: AutointerpConfig, model: str, dataset: 
     }
     file = out / SETTINGS_FILE
     if file.is_file():
-        old = json.loads(file.read_text())
+        # Not recomputed like the other files: it is what ties every explanation and
+        # score in `out` to its settings, and only the user knows whether to keep them.
+        try:
+            old = json.loads(file.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            old = None
+        if not isinstance(old, dict):
+            raise AutointerpError(
+                f"{file} is damaged (not a JSON object), so the results in {out} cannot "
+                f"be matched to the settings that made them: delete {out} to start over, "
+                "or pass another --out"
+            )
         changed = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
         if changed:
             raise AutointerpError(
@@ -187,7 +203,7 @@ def _explainer_and_judge(cfg: AutointerpConfig):
     from .clients import make_client
 
     wants_judge = any(s in ("detection", "fuzzing") for s in cfg.scorers)
-    llm = None if cfg.explainer == TOP_TOKENS else _client(make_client, cfg.explainer)
+    llm = None if cfg.explainer == TOP_TOKENS else _client(make_client, cfg.explainer, cfg)
     if cfg.explainer == TOP_TOKENS:
         explainer = TopTokensExplainer()
     else:
@@ -199,13 +215,17 @@ def _explainer_and_judge(cfg: AutointerpConfig):
     judge = None
     if wants_judge:
         spec = cfg.scorer_model or (cfg.explainer if llm else "local:embedded")
-        judge = _Watched(llm if spec == cfg.explainer and llm else _client(make_client, spec))
+        shared = spec == cfg.explainer and llm
+        judge = _Watched(llm if shared else _client(make_client, spec, cfg))
     return explainer, judge
 
 
-def _client(make_client, spec: str) -> Client:
+def _client(make_client, spec: str, cfg: AutointerpConfig) -> Client:
+    from .clients import is_http
+
+    options = {"timeout_s": cfg.timeout, "max_retries": cfg.retries} if is_http(spec) else {}
     try:
-        return make_client(spec)
+        return make_client(spec, **options)
     except (OSError, ValueError, ImportError, RuntimeError) as err:
         raise AutointerpError(f"Could not load the client '{spec}': {err}") from err
 
@@ -221,6 +241,10 @@ class _Watched(Client):
         self.errors: list[BaseException] = []
 
     async def generate(self, prompt, **kwargs):
+        # A scorer sends a latent's prompts one after another and carries on past a
+        # failed one: fail the rest at once instead of waiting out each one's retries.
+        if self.errors:
+            raise self.errors[0]
         try:
             return await self.client.generate(prompt, **kwargs)
         except Exception as err:
@@ -310,14 +334,20 @@ def _explain_and_score(ckpt, out: Path, cfg, tokenizer, explainer, scorers) -> l
     records = _records(ckpt, out, cfg, tokenizer, sample)
     label = f"{arch}/{hp}"
 
-    explanations = _explain(records, explainer, root / "explanations", label, cfg)
-    parsed = [r for r in records if explanations[_name(r)] != UNPARSED]
+    explanations, fresh = _explain(records, explainer, root / "explanations", label, cfg)
+    unparsed = len(records) - len(explanations)
+    if unparsed > cfg.max_unparsed * len(records):
+        raise AutointerpError(
+            f"{label}: {unparsed} of {len(records)} explanations could not be parsed, more "
+            f"than --max-unparsed {cfg.max_unparsed:g} allows; check the explainer's model "
+            "and prompt. Parsed ones are saved; a rerun asks again for the others."
+        )
+    parsed = [r for r in records if _name(r) in explanations]
     donors = (
         {_name(r): _name(parsed[j]) for r, j in zip(parsed, stats.derangement(len(parsed), cfg.seed))}
         if len(parsed) >= 2 else {}
     )
-    _forget_stale_controls(root, donors, scorers)
-    write_json(root / "shuffled_donors.json", donors)
+    _forget_stale_scores(root, _name_prefix(hp), donors, fresh)
 
     jobs = []
     for record in parsed:
@@ -325,37 +355,45 @@ def _explain_and_score(ckpt, out: Path, cfg, tokenizer, explainer, scorers) -> l
             jobs.append((record, name, explanations[_name(record)], ""))
             if _name(record) in donors:
                 jobs.append((record, name, explanations[donors[_name(record)]], SHUFFLED))
-    _score(jobs, scorers, root / "scores", label, cfg)
+    metrics = _score(jobs, scorers, root / "scores", label, cfg)
 
     rows = []
     for record in records:
         base = {
             "architecture": arch, "hookpoint": hp, "latent": record.latent.latent_index,
             "live_latents": live, "eligible_latents": len(eligible),
-            "explanation": explanations[_name(record)],
-            "explanation_parsed": explanations[_name(record)] != UNPARSED,
+            "explanation": explanations.get(_name(record)),
+            "explanation_parsed": _name(record) in explanations,
         }
         if not base["explanation_parsed"]:
             rows.append(base)
             continue
         for name, suffix in itertools.product(scorers, ("", SHUFFLED)):
-            file = root / "scores" / f"{name}{suffix}" / f"{_name(record)}.txt"
-            if file.exists():
-                metrics = latent_metrics(name, orjson.loads(file.read_bytes()))
-                rows.append({**base, "scorer": name, "shuffled": bool(suffix), **metrics})
+            if (name, suffix, _name(record)) in metrics:
+                row = metrics[name, suffix, _name(record)]
+                rows.append({**base, "scorer": name, "shuffled": bool(suffix), **row})
     return rows
 
 
-def _explain(records, explainer, folder: Path, label: str, cfg) -> dict[str, str]:
-    """Explanations by latent name, loading finished ones and writing each new one."""
-    done = {}
-    todo = []
+def usable(explanation: Any) -> bool:
+    """Whether an explainer's answer is an explanation: Delphi's explainers return
+    UNPARSED when the model's text held none."""
+    return isinstance(explanation, str) and explanation.strip() not in ("", UNPARSED)
+
+
+def _explain(records, explainer, folder: Path, label: str, cfg) -> tuple[dict, set[str]]:
+    """Usable explanations by latent name, loading saved ones and saving each new one,
+    and the names explained in this call. Unusable answers are not saved."""
+    done, fresh, todo = {}, set(), []
     for record in records:
         file = folder / f"{_name(record)}.txt"
-        if file.exists():
-            done[_name(record)] = json.loads(file.read_text())
-        else:
-            todo.append(record)
+        saved = read_json(file, str, "explaining the latent again")
+        if usable(saved):
+            done[_name(record)] = saved
+            continue
+        if saved is not None:
+            distrust(file, "holds no usable explanation", "explaining the latent again")
+        todo.append(record)
 
     async def one(record, bar):
         try:
@@ -365,16 +403,28 @@ def _explain(records, explainer, folder: Path, label: str, cfg) -> dict[str, str
                 f"The explainer failed on {record.latent}: {err}. Finished latents are "
                 f"saved in {folder}; rerun the same command to continue."
             ) from err
-        write_text(folder / f"{_name(record)}.txt", json.dumps(result.explanation, ensure_ascii=False))
-        done[_name(record)] = result.explanation
+        if usable(result.explanation):
+            text = json.dumps(result.explanation, ensure_ascii=False)
+            write_text(folder / f"{_name(record)}.txt", text)
+            done[_name(record)] = result.explanation
+            fresh.add(_name(record))
         bar.update()
 
     _run_all(todo, one, f"Explaining {label}", len(records) - len(todo), len(records), cfg)
-    return done
+    return done, fresh
 
 
-def _score(jobs, scorers, folder: Path, label: str, cfg) -> None:
-    todo = [j for j in jobs if not (folder / f"{j[1]}{j[3]}" / f"{_name(j[0])}.txt").exists()]
+def _score(jobs, scorers, folder: Path, label: str, cfg) -> dict[tuple[str, str, str], dict]:
+    """Metrics by (scorer, suffix, latent name), loading valid saved scores and
+    scoring the rest, each saved as it finishes."""
+    metrics, todo = {}, []
+    for job in jobs:
+        record, name, _, suffix = job
+        found = read_score(folder / f"{name}{suffix}" / f"{_name(record)}.txt", name)
+        if found is None:
+            todo.append(job)
+        else:
+            metrics[name, suffix, _name(record)] = found
 
     async def one(job, bar):
         record, name, explanation, suffix = job
@@ -387,6 +437,7 @@ def _score(jobs, scorers, folder: Path, label: str, cfg) -> None:
         )
         client = getattr(scorer, "client", None)
         seen = len(client.errors) if client is not None else 0
+        seed_scorer(scorer, f"{cfg.seed}/{name}{suffix}/{_name(record)}")
         result = await scorer(mine)
         if client is not None and len(client.errors) > seen:
             err = client.errors[-1]
@@ -394,11 +445,44 @@ def _score(jobs, scorers, folder: Path, label: str, cfg) -> None:
                 f"The {name} judge failed on {record.latent}: {err}. Finished latents are "
                 f"saved in {folder}; rerun the same command to continue."
             ) from err
+        data = orjson.dumps(result.score)
         with atomic_path(folder / f"{name}{suffix}" / f"{_name(record)}.txt") as tmp:
-            tmp.write_bytes(orjson.dumps(result.score))
+            tmp.write_bytes(data)
+        # From the saved bytes, so a resumed run computes exactly what a fresh one does.
+        metrics[name, suffix, _name(record)] = latent_metrics(name, orjson.loads(data))
         bar.update()
 
     _run_all(todo, one, f"Scoring {label}", len(jobs) - len(todo), len(jobs), cfg)
+    return metrics
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# What the metrics read from each entry of a Delphi score list, and its JSON type.
+_SCORE_FIELDS = {
+    "embedding": {"distance": _number, "similarity": _number},
+    "classifier": {
+        "activating": lambda v: isinstance(v, bool),
+        "prediction": lambda v: v is None or isinstance(v, bool),
+        "probability": lambda v: v is None or _number(v),
+    },
+}
+
+
+def read_score(file: Path, scorer: str) -> dict | None:
+    """The metrics of a saved score list; None (with a warning if the file exists)
+    when it is missing or not a score list of `scorer`."""
+    score = read_json(file, list, "scoring the latent again")
+    if score is None:
+        return None
+    fields = _SCORE_FIELDS["embedding" if scorer == "embedding" else "classifier"]
+    for entry in score:
+        if not isinstance(entry, dict) or not all(ok(entry.get(k, ...)) for k, ok in fields.items()):
+            distrust(file, f"is not a {scorer} score list", "scoring the latent again")
+            return None
+    return latent_metrics(scorer, score)
 
 
 def _run_all(items, work, desc: str, initial: int, total: int, cfg) -> None:
@@ -420,14 +504,30 @@ def _run_all(items, work, desc: str, initial: int, total: int, cfg) -> None:
     asyncio.run(main())
 
 
-def _forget_stale_controls(root: Path, donors: dict, scorers) -> None:
-    """A control scored with a different donor than the current pairing is rescored."""
-    file = root / "shuffled_donors.json"
-    old = json.loads(file.read_text()) if file.exists() else {}
-    for latent, donor in old.items():
-        if donors.get(latent) != donor:
-            for name in scorers:
-                (root / "scores" / f"{name}{SHUFFLED}" / f"{latent}.txt").unlink(missing_ok=True)
+def _name_prefix(hookpoint: str) -> str:
+    """The start of `_name` for every latent of `hookpoint`."""
+    return f"{hookpoint.replace('/', '--')}_latent"
+
+
+def _forget_stale_scores(root: Path, prefix: str, donors: dict, fresh: set[str]) -> None:
+    """Delete this hookpoint's scores, of every scorer, made with an explanation other
+    than the one now on disk: those of latents explained in this run, and controls
+    whose donor changed or was explained in this run. Then record the pairing (other
+    hookpoints' entries kept)."""
+    file = root / DONORS_FILE
+    old = read_json(file, dict, "rescoring this hookpoint's shuffled controls") or {}
+    folders = (root / "scores").iterdir() if (root / "scores").is_dir() else ()
+    for folder in folders:
+        for score in folder.glob(f"{prefix}*.txt"):
+            latent = score.stem
+            if folder.name.endswith(SHUFFLED):
+                stale = old.get(latent) != donors.get(latent) or donors.get(latent) in fresh
+            else:
+                stale = latent in fresh
+            if stale:
+                score.unlink()
+    kept = {k: v for k, v in old.items() if not k.startswith(prefix)}
+    write_json(file, {**kept, **donors})
 
 
 def latent_metrics(scorer: str, score: list[dict]) -> dict[str, Any]:

@@ -29,6 +29,11 @@ SPEC_HELP = (
 )
 
 
+def is_http(spec: str) -> bool:
+    """Whether `spec` names an HTTP endpoint, the one kind with timeouts and retries."""
+    return spec.partition(":")[0] in ("http", "https", *HOSTED)
+
+
 def make_client(spec: str, **kwargs):
     """Build a Delphi client from a spec string; `kwargs` go to the client's constructor."""
     scheme, sep, rest = spec.partition(":")

@@ -39,7 +39,8 @@ class HTTPClient(Client):
 
     Connection errors, timeouts, 408/409/429 and 5xx are retried after
     `backoff_s * 2**attempt` seconds, or after the server's Retry-After, at most
-    `max_backoff_s`; other errors fail at once. Extra `generate` keyword arguments (e.g.
+    `max_backoff_s`; other errors fail at once. A dead endpoint fails after at most
+    `worst_case_s()` seconds. Extra `generate` keyword arguments (e.g.
     `top_p`, `seed`) are passed through in the request body.
     """
 
@@ -50,8 +51,8 @@ class HTTPClient(Client):
         *,
         api_key_env: str = "OPENAI_API_KEY",
         max_tokens: int = 1024,
-        timeout_s: float = 120.0,
-        max_retries: int = 5,
+        timeout_s: float = 20.0,
+        max_retries: int = 2,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
     ):
@@ -62,7 +63,7 @@ class HTTPClient(Client):
             api_key_env: NAME of the environment variable holding the API key. When it
                 is unset no Authorization header is sent (typical for local servers).
             max_tokens: Default completion length when a request does not say.
-            timeout_s: Per-request timeout.
+            timeout_s: Most seconds one attempt may take, connecting to last byte.
             max_retries: Retries after the first attempt before giving up.
             backoff_s, max_backoff_s: First and largest wait between attempts.
         """
@@ -77,6 +78,12 @@ class HTTPClient(Client):
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
         self._warned_logprobs = False
+
+    def worst_case_s(self) -> float:
+        """Longest a request to an endpoint that never answers takes to fail: every
+        attempt runs to its timeout, with the backoff waits between them."""
+        waits = sum(min(self.max_backoff_s, self.backoff_s * 2**a) for a in range(self.max_retries))
+        return (self.max_retries + 1) * self.timeout_s + waits
 
     def __repr__(self) -> str:
         return f"HTTPClient({self.model!r}, url={self.url!r}, api_key_env={self.api_key_env!r})"
@@ -108,7 +115,13 @@ class HTTPClient(Client):
         for attempt in range(attempts):
             wait = min(self.max_backoff_s, self.backoff_s * 2**attempt)
             try:
-                response = await http.post(self.url, json=body, headers=headers)
+                # httpx's timeouts bound each read, so a server trickling bytes could
+                # hold an attempt longer; wait_for bounds the whole attempt.
+                response = await asyncio.wait_for(
+                    http.post(self.url, json=body, headers=headers), self.timeout_s
+                )
+            except (httpx.TimeoutException, TimeoutError):
+                problem = f"no answer within {self.timeout_s:g} s"
             except httpx.TransportError as err:
                 problem = f"{type(err).__name__}: {err}"
             else:
@@ -132,7 +145,8 @@ class HTTPClient(Client):
                 )
                 await asyncio.sleep(wait)
         raise EndpointError(
-            f"Gave up on {self.url} after {attempts} attempts; last error: {problem}"
+            f"Gave up on {self.url} after {attempts} attempts; last error: {problem} "
+            "(a slow server needs a larger --timeout or --retries)"
         )
 
     def _refusal(self, problem: str, response: httpx.Response) -> str:
