@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import checkpoints
+from .. import validation as check
 from ..atomic import atomic_path, write_json
 from ..checkpoints import Checkpoint, CheckpointError
 from ..data import EMBEDDED, load_corpus, load_model, tokenize
@@ -86,6 +87,15 @@ class EvalConfig:
     device: str = "auto"
     """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."""
 
+    def __post_init__(self) -> None:
+        for name in ("tokens", "ctx_len"):
+            if getattr(self, name) is not None:
+                check.positive(name, getattr(self, name))
+        check.positive("batch_size", self.batch_size)
+        if self.seed is not None:
+            check.non_negative("seed", self.seed)
+        check.device("device", self.device)
+
     def resolve(self, manifest: dict) -> EvalConfig:
         """Fill the unset fields from the run manifest's `config`, then defaults."""
         run = manifest.get("config", {})
@@ -103,8 +113,8 @@ class EvalConfig:
             model=model,
             dataset=self.dataset or run.get("dataset", EMBEDDED),
             eval_split=self.eval_split or run.get("eval_split", "validation"),
-            ctx_len=self.ctx_len or run.get("ctx_len", 256),
-            tokens=self.tokens or run.get("eval_tokens", 32_768),
+            ctx_len=self.ctx_len if self.ctx_len is not None else run.get("ctx_len", 256),
+            tokens=self.tokens if self.tokens is not None else run.get("eval_tokens", 32_768),
             seed=self.seed if self.seed is not None else run.get("seed", 0),
             device=device,
         )

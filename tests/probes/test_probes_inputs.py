@@ -1,0 +1,205 @@
+"""Bad input to `train` and `evaluate`: each is refused with one `Error:` line naming
+the flag or file and what to do, and the Python API raises the same error.
+
+Range checks live in the config dataclasses, so most of these fail before any
+model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from transcoders.cli import main
+from transcoders.evaluation import EvalConfig
+from transcoders.training import TrainingConfig
+from transcoders.validation import ConfigError
+
+from probe import probe
+
+MLP = "layers.1.mlp"
+# Small enough that a tiny-model run gets past every range check quickly.
+TINY_TRAIN = ["--hookpoints", MLP, "--k", "4", "--expansion-factor", "2", "--tokens", "512",
+              "--eval-tokens", "64", "--ctx-len", "32", "--batch-size", "4", "--device", "cpu"]  # fmt: skip
+
+
+def cli(*args) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def error_line(result: Result) -> str:
+    """The command's one `Error:` line, after checking it failed as a user error."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a bug
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    assert result.output.rstrip().endswith(errors[0])
+    return errors[0]
+
+
+@pytest.fixture
+def train_refuses(tmp_path, tiny_lm_dir, tiny_corpus_dir):
+    """The CLI's error for `args`, which the API's TrainingConfig(**api) must raise
+    too. The API goes first, and the CLI runs on the tiny model, so that a check
+    gone missing fails fast instead of training the embedded default."""
+
+    def refuses(args: list, api: dict) -> str:
+        out = tmp_path / "run"
+        with pytest.raises(ConfigError) as err:
+            TrainingConfig(out=str(out), **api)
+        result = cli("train", "--out", out, "--model", tiny_lm_dir, "--dataset",
+                     tiny_corpus_dir, *TINY_TRAIN, *args)  # fmt: skip
+        line = error_line(result)
+        assert line == f"Error: {err.value}"
+        assert not out.exists()
+        return line
+
+    return refuses
+
+
+def evaluate_refuses(tmp_path: Path, args: list, api: dict) -> str:
+    """The CLI's error for `args`; the API's EvalConfig(**api) must raise the same."""
+    with pytest.raises(ConfigError) as err:
+        EvalConfig(run_dir=str(tmp_path), **api)
+    line = error_line(cli("evaluate", tmp_path, *args))
+    assert line == f"Error: {err.value}"
+    return line
+
+
+@probe("train", "`--k 0` or `--k -3`", "one-line error naming `--k`: must be a positive number")
+@pytest.mark.parametrize("k", [0, -3])
+def test_train_rejects_k_below_one(train_refuses, k):
+    assert "--k must be a positive number" in train_refuses(["--k", k], dict(k=k))
+
+
+@probe("train", "`--ctx-len 0`, `--batch-size 0` or negative, `--tokens 0`, `--eval-tokens 0`",
+       "one-line error naming the flag: must be a positive number")  # fmt: skip
+@pytest.mark.parametrize("field, value", [
+    ("ctx_len", 0), ("batch_size", 0), ("batch_size", -2), ("tokens", 0), ("eval_tokens", -1),
+])  # fmt: skip
+def test_train_rejects_sizes_below_one(train_refuses, field, value):
+    flag = "--" + field.replace("_", "-")
+    line = train_refuses([flag, value], {field: value})
+    assert f"{flag} must be a positive number" in line
+
+
+@probe("train", "`--lr -1`, `--lr 0`, `--lr nan`",
+       "one-line error naming `--lr`: must be a positive number (nan was accepted before)")
+@pytest.mark.parametrize("lr", ["-1", "0", "nan", "inf"])
+def test_train_rejects_a_learning_rate_that_is_not_positive(train_refuses, lr):
+    line = train_refuses(["--lr", lr], dict(lr=float(lr)))
+    assert "--lr must be a positive number" in line
+
+
+@probe("train", "`--save-every 0`", "one-line error naming `--save-every`")
+def test_train_rejects_save_every_zero(train_refuses):
+    assert "--save-every" in train_refuses(["--save-every", 0], dict(save_every=0))
+
+
+@probe("train", "`--seed -1`", "one-line error naming `--seed`: must be zero or more")
+def test_train_rejects_negative_seed(train_refuses):
+    assert "--seed must be zero or more" in train_refuses(["--seed", -1], dict(seed=-1))
+
+
+@probe("train", "`--expansion-factor 0` or negative, `--num-latents -1`",
+       "one-line error naming the flag (was: k=8 is larger than the number of latents (-576))")
+@pytest.mark.parametrize("field, value, rule", [
+    ("expansion_factor", 0, "must be a positive number"),
+    ("expansion_factor", -4, "must be a positive number"),
+    ("num_latents", -1, "must be zero or more"),
+])  # fmt: skip
+def test_train_rejects_a_width_below_one(train_refuses, field, value, rule):
+    flag = "--" + field.replace("_", "-")
+    assert f"{flag} {rule}" in train_refuses([flag, value], {field: value})
+
+
+@probe("train", "`--num-latents 4 --k 8`",
+       "one-line error before loading the model: lower `--k` or raise `--num-latents`")
+def test_train_rejects_k_above_num_latents(train_refuses):
+    line = train_refuses(["--num-latents", 4, "--k", 8], dict(num_latents=4, k=8))
+    assert "--k 8 is more than --num-latents 4" in line
+
+
+@probe("train", "`--k 65` where `--expansion-factor` gives 64 latents",
+       "one-line error naming `--k`, `--expansion-factor` and `--num-latents`")
+def test_train_rejects_k_above_the_latents_of_the_model(tmp_path, tiny_lm_dir, tiny_corpus_dir):
+    result = cli("train", "--out", tmp_path / "run", "--model", tiny_lm_dir,
+                 "--dataset", tiny_corpus_dir, *TINY_TRAIN, "--k", 65)  # fmt: skip
+    line = error_line(result)
+    assert "--k 65 is larger than the number of latents (64)" in line
+    assert "--expansion-factor" in line
+
+
+@probe("train", "`--device bogus`", "one-line error naming `--device` and the valid choices")
+def test_train_rejects_an_unknown_device(train_refuses):
+    line = train_refuses(["--device", "bogus"], dict(device="bogus"))
+    assert "--device 'bogus' is not a device: use auto, cpu, cuda or cuda:N" in line
+
+
+@probe("train", "`--device cuda` without CUDA, `--device cuda:N` past the last card",
+       "one-line error naming `--device` before anything loads")
+def test_train_rejects_a_cuda_device_this_machine_lacks(train_refuses):
+    missing = f"cuda:{torch.cuda.device_count()}"
+    line = train_refuses(["--device", missing], dict(device=missing))
+    assert line.startswith(f"Error: --device {missing}: this machine has")
+    if not torch.cuda.is_available():
+        line = train_refuses(["--device", "cuda"], dict(device="cuda"))
+        assert "no CUDA device; use cpu" in line
+
+
+@probe("train", "`--arch ,` or `--hookpoints ,`",
+       "one-line error: the flag names nothing (it used to train nothing and exit 0)")
+@pytest.mark.parametrize("flag, field", [("--arch", "architectures"), ("--hookpoints", "hookpoints")])
+def test_train_rejects_an_empty_list(train_refuses, flag, field):
+    line = train_refuses([flag, ","], {field: []})
+    assert f"{flag} names nothing" in line
+
+
+def test_api_rejects_blank_names():
+    with pytest.raises(ConfigError, match="--hookpoints has an empty name"):
+        TrainingConfig(out="run", hookpoints=["layers.1.mlp", " "])
+
+
+# --- evaluate's options ---------------------------------------------------------
+
+
+@probe("evaluate", "`--tokens 0`, `--ctx-len 0` (or negative)",
+       "one-line error naming the flag (zeros used to fall back to the manifest's values)")
+@pytest.mark.parametrize("field, value", [("tokens", 0), ("tokens", -64), ("ctx_len", 0)])
+def test_evaluate_rejects_zero_instead_of_using_the_manifest(tmp_path, field, value):
+    flag = "--" + field.replace("_", "-")
+    line = evaluate_refuses(tmp_path, [flag, value], {field: value})
+    assert f"{flag} must be a positive number" in line
+
+
+def test_unset_fields_come_from_the_manifest():
+    manifest = {"config": {"model": "m", "ctx_len": 64, "eval_tokens": 640, "seed": 3}}
+    resolved = EvalConfig(run_dir="run", device="cpu").resolve(manifest)
+    assert (resolved.ctx_len, resolved.tokens, resolved.seed) == (64, 640, 3)
+    resolved = EvalConfig(run_dir="run", tokens=128, ctx_len=16, device="cpu").resolve(manifest)
+    assert (resolved.ctx_len, resolved.tokens) == (16, 128)
+
+
+@probe("evaluate", "`--batch-size 0` or negative", "one-line error naming `--batch-size`")
+@pytest.mark.parametrize("value", [0, -1])
+def test_evaluate_rejects_batch_size_below_one(tmp_path, value):
+    line = evaluate_refuses(tmp_path, ["--batch-size", value], dict(batch_size=value))
+    assert "--batch-size must be a positive number" in line
+
+
+@probe("evaluate", "`--seed -1`", "one-line error naming `--seed`")
+def test_evaluate_rejects_negative_seed(tmp_path):
+    assert "--seed must be zero or more" in evaluate_refuses(tmp_path, ["--seed", -1], dict(seed=-1))
+
+
+@probe("evaluate", "`--device bogus`, `--device cuda` without CUDA",
+       "one-line error naming `--device`")
+def test_evaluate_rejects_a_device_this_machine_lacks(tmp_path):
+    assert "is not a device" in evaluate_refuses(tmp_path, ["--device", "bogus"], dict(device="bogus"))
+    missing = f"cuda:{torch.cuda.device_count()}"
+    line = evaluate_refuses(tmp_path, ["--device", missing], dict(device=missing))
+    assert f"--device {missing}: this machine has" in line
