@@ -2,17 +2,21 @@
 the flag or file and what to do, and the Python API raises the same error.
 
 Range checks live in the config dataclasses, so most of these fail before any
-model is loaded.
+model is loaded; the corpus probes run the tiny random model.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from sparsify import SparseCoder, SparseCoderConfig
 
+from transcoders.checkpoints import CheckpointError, find
 from transcoders.cli import main
 from transcoders.evaluation import EvalConfig
 from transcoders.training import TrainingConfig
@@ -203,3 +207,76 @@ def test_evaluate_rejects_a_device_this_machine_lacks(tmp_path):
     missing = f"cuda:{torch.cuda.device_count()}"
     line = evaluate_refuses(tmp_path, ["--device", missing], dict(device=missing))
     assert f"--device {missing}: this machine has" in line
+
+
+# --- reading corpora and checkpoints -------------------------------------------
+
+
+def save_coder(folder: Path, d_in: int = 32, **cfg) -> Path:
+    SparseCoder(d_in, SparseCoderConfig(**{"k": 4, "num_latents": 64, **cfg})).save_to_disk(folder)
+    return folder
+
+
+@probe("train", "a binary or non-UTF-8 `.txt` file in the `--dataset` folder",
+       "one-line error naming the file: convert it to UTF-8 or move it out")
+@pytest.mark.parametrize("content", [b"caf\xe9 \xff\xfe", b"\x00\x01\x02" * 50])
+def test_train_names_a_file_that_is_not_text(tmp_path, tiny_lm_dir, tiny_corpus_dir, content):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus_dir, corpus)
+    (corpus / "doc03.txt").write_bytes(content)
+    result = cli("train", "--out", tmp_path / "run", "--model", tiny_lm_dir,
+                 "--dataset", corpus, *TINY_TRAIN)  # fmt: skip
+    line = error_line(result)
+    assert f"{corpus / 'doc03.txt'} " in line
+    assert "move it out of the corpus folder" in line
+
+
+@probe("train", "`--dataset` a single text file",
+       "one-line error: nothing can be held out, pass a folder of several files as `--dataset`")
+def test_train_single_file_corpus_names_an_option_that_exists(tmp_path, tiny_lm_dir):
+    text = tmp_path / "one.txt"
+    text.write_text("Shall I compare thee to a summer's day?\n" * 200)
+    result = cli("train", "--out", tmp_path / "run", "--model", tiny_lm_dir,
+                 "--dataset", text, *TINY_TRAIN)  # fmt: skip
+    line = error_line(result)
+    assert f"{text} is a single file" in line
+    assert "pass as --dataset a folder of several .txt/.md files" in line
+
+
+@probe("evaluate", "`--dataset` a single text file",
+       "one-line error: nothing can be held out, pass a folder of several files as `--dataset`")
+def test_evaluate_single_file_corpus(tmp_path, tiny_lm_dir):
+    save_coder(tmp_path / "run" / "sae" / MLP)
+    text = tmp_path / "one.txt"
+    text.write_text("words " * 500)
+    result = cli("evaluate", tmp_path / "run", "--model", tiny_lm_dir, "--dataset", text,
+                 "--device", "cpu")  # fmt: skip
+    assert "pass as --dataset a folder of several .txt/.md files" in error_line(result)
+
+
+@probe("evaluate", "a `cfg.json` without `k` (or without `num_latents` and `expansion_factor`)",
+       "one-line error naming the file (sparsify used to fill in k=32 and report L0 32)")
+@pytest.mark.parametrize("drop, named", [
+    (["k"], "'k'"),
+    (["num_latents", "expansion_factor"], "'num_latents' or 'expansion_factor'"),
+])  # fmt: skip
+def test_evaluate_names_a_cfg_json_sparsify_would_fill_with_defaults(tmp_path, drop, named):
+    coder = save_coder(tmp_path / "sae" / MLP)
+    cfg_file = coder / "cfg.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg_file.write_text(json.dumps({k: v for k, v in cfg.items() if k not in drop}))
+    line = error_line(cli("evaluate", tmp_path, "--model", "unused", "--device", "cpu"))
+    assert line == (
+        f"Error: {cfg_file} lacks {named}, which sparsify would fill in with its "
+        "defaults: restore the cfg.json saved with these weights"
+    )
+    with pytest.raises(CheckpointError, match="lacks"):
+        find(tmp_path)
+
+
+def test_a_width_from_the_expansion_factor_alone_is_complete(tmp_path):
+    coder = save_coder(tmp_path / MLP, num_latents=0, expansion_factor=2)
+    cfg = json.loads((coder / "cfg.json").read_text())
+    del cfg["num_latents"]
+    (coder / "cfg.json").write_text(json.dumps(cfg))
+    assert find(tmp_path)[0].load().num_latents == 64
