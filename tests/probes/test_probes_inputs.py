@@ -2,13 +2,16 @@
 the flag or file and what to do, and the Python API raises the same error.
 
 Range checks live in the config dataclasses, so most of these fail before any
-model is loaded; the corpus probes run the tiny random model.
+model is loaded; the corpus and permission probes run the tiny random model.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,10 +21,12 @@ from sparsify import SparseCoder, SparseCoderConfig
 
 from transcoders.checkpoints import CheckpointError, find
 from transcoders.cli import main
+from transcoders.errors import file_system_error
 from transcoders.evaluation import EvalConfig
 from transcoders.training import TrainingConfig
 from transcoders.validation import ConfigError
 
+from conftest import tiny_llama, tiny_tokenizer
 from probe import probe
 
 MLP = "layers.1.mlp"
@@ -280,3 +285,80 @@ def test_a_width_from_the_expansion_factor_alone_is_complete(tmp_path):
     del cfg["num_latents"]
     (coder / "cfg.json").write_text(json.dumps(cfg))
     assert find(tmp_path)[0].load().num_latents == 64
+
+
+# --- outputs that cannot be written ---------------------------------------------
+
+
+@contextmanager
+def unprivileged():
+    """Act as `nobody` while inside, when running as root (for whom permissions are
+    no obstacle), so a read-only directory really refuses writes."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+@pytest.fixture
+def shared_dir():
+    """A temporary folder `nobody` may enter (pytest's own is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="transcoders-probe-"))
+    path.chmod(0o755)
+    yield path
+    for sub in path.rglob("*"):
+        if sub.is_dir():
+            sub.chmod(0o755)
+    shutil.rmtree(path)
+
+
+@probe("train", "`--out` inside a read-only directory",
+       "one-line error naming the path: permission denied, choose a location you can write to")
+def test_train_into_a_read_only_directory(shared_dir, tiny_corpus_dir):
+    model = shared_dir / "model"
+    tiny_llama().save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    corpus = shutil.copytree(tiny_corpus_dir, shared_dir / "corpus")
+    for path in [model, corpus, *model.iterdir(), *corpus.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    locked = shared_dir / "locked"
+    locked.mkdir(mode=0o555)
+    locked.chmod(0o555)
+    with unprivileged():
+        result = cli("train", "--out", locked / "run", "--model", model,
+                     "--dataset", corpus, *TINY_TRAIN, "--arch", "sae")  # fmt: skip
+    line = error_line(result)
+    assert line.startswith(f"Error: {locked / 'run'}")
+    assert "permission denied: choose a location you can write to" in line
+
+
+def test_file_system_errors_the_user_can_fix_become_one_line():
+    denied = file_system_error(PermissionError(13, "Permission denied", "/runs/x"))
+    assert str(denied) == (
+        "/runs/x: permission denied: choose a location you can write to, or fix its permissions"
+    )
+    full = file_system_error(OSError(28, "No space left on device"))
+    assert str(full) == "no space left on the device: free some space, or write elsewhere"
+    assert "read-only file system" in str(file_system_error(OSError(30, "Read-only", "/ro")))
+    # Anything else is a bug and keeps its traceback.
+    assert file_system_error(FileNotFoundError(2, "No such file", "/x")) is None
+
+
+@probe("evaluate", "a read-only run directory",
+       "one-line error naming the directory, before the model runs")
+def test_evaluate_refuses_a_read_only_run_before_the_model_runs(shared_dir):
+    run = shared_dir / "run"
+    coder = save_coder(run / "sae" / MLP)
+    for path in (run / "sae", coder, *coder.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    run.chmod(0o555)
+    with unprivileged():
+        # The model is never loaded: this name would fail if it were.
+        result = cli("evaluate", run, "--model", "no/such-model", "--device", "cpu")
+    line = error_line(result)
+    assert line.startswith(f"Error: {run}: permission denied")
+    assert "evaluation.json" in line

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from .. import validation as check
 from ..atomic import atomic_path, write_json
 from ..checkpoints import Checkpoint, CheckpointError
 from ..data import EMBEDDED, load_corpus, load_model, tokenize
-from ..errors import UserError
+from ..errors import FileSystemError, UserError
 from ..hookpoints import HookpointError, module_widths
 from . import metrics
 from .splice import Replacement, base_of, splice, zero_ablation
@@ -136,6 +137,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     found = checkpoints.find(run_dir)
     manifest = read_manifest(run_dir)
     cfg = cfg.resolve(manifest)
+    check_writable(run_dir)
     coders = [(ckpt, ckpt.load(cfg.device)) for ckpt in found]
 
     model, tokenizer = load_model(cfg.model, device=cfg.device)
@@ -164,6 +166,18 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     }
     save(run_dir, report)
     return report
+
+
+def check_writable(run_dir: Path) -> None:
+    """Refuse before the model runs, rather than after, when the results can't be
+    written into the run directory."""
+    effective = os.access in os.supports_effective_ids
+    if not os.access(run_dir, os.W_OK | os.X_OK, effective_ids=effective):
+        raise FileSystemError(
+            f"{run_dir}: permission denied: evaluate writes {RESULTS_JSON} and "
+            f"{RESULTS_CSV} into the run directory; make it writable, or copy the run "
+            "somewhere you can write and evaluate the copy"
+        )
 
 
 def incomplete(manifest: dict, found: list[Checkpoint]) -> list[str]:
