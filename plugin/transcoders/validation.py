@@ -63,5 +63,7 @@ def device(field: str, name: str) -> None:
             raise ConfigError(f"{flag(field)} {name}: this machine has no CUDA device; use cpu")
         if dev.index is not None and dev.index >= count:
             raise ConfigError(f"{flag(field)} {name}: this machine has {count} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{flag(field)} mps: this machine has no MPS device; use cpu")
     elif dev.type not in ("cpu", "mps"):
         raise ConfigError(f"{flag(field)} {name!r}: use auto, cpu, cuda or cuda:N")

@@ -79,6 +79,15 @@ def evaluate_refuses(tmp_path: Path, args: list, api: dict) -> str:
     return line
 
 
+def save_coder(folder: Path, d_in: int = 32, **cfg) -> Path:
+    """A real sparsify coder on disk, as wide as the tiny model's MLP output."""
+    SparseCoder(d_in, SparseCoderConfig(**{"k": 4, "num_latents": 64, **cfg})).save_to_disk(folder)
+    return folder
+
+
+# --- train's options ------------------------------------------------------------
+
+
 @probe("train", "`--k 0` or `--k -3`", "one-line error naming `--k`: must be a positive number")
 @pytest.mark.parametrize("k", [0, -3])
 def test_train_rejects_k_below_one(train_refuses, k):
@@ -149,7 +158,7 @@ def test_train_rejects_an_unknown_device(train_refuses):
     assert "--device 'bogus' is not a device: use auto, cpu, cuda or cuda:N" in line
 
 
-@probe("train", "`--device cuda` without CUDA, `--device cuda:N` past the last card",
+@probe("train", "`--device cuda` without CUDA, `--device cuda:N` past the last card, `--device mps` without MPS",
        "one-line error naming `--device` before anything loads")
 def test_train_rejects_a_cuda_device_this_machine_lacks(train_refuses):
     missing = f"cuda:{torch.cuda.device_count()}"
@@ -158,6 +167,9 @@ def test_train_rejects_a_cuda_device_this_machine_lacks(train_refuses):
     if not torch.cuda.is_available():
         line = train_refuses(["--device", "cuda"], dict(device="cuda"))
         assert "no CUDA device; use cpu" in line
+    if not torch.backends.mps.is_available():
+        line = train_refuses(["--device", "mps"], dict(device="mps"))
+        assert "no MPS device; use cpu" in line
 
 
 @probe("train", "`--arch ,` or `--hookpoints ,`",
@@ -166,6 +178,13 @@ def test_train_rejects_a_cuda_device_this_machine_lacks(train_refuses):
 def test_train_rejects_an_empty_list(train_refuses, flag, field):
     line = train_refuses([flag, ","], {field: []})
     assert f"{flag} names nothing" in line
+
+
+@probe("train", "`--arch sae,sae`", "one-line error: `--arch` names sae more than once")
+def test_train_rejects_an_architecture_named_twice(train_refuses):
+    archs = ["sae", "transcoder", "sae"]
+    line = train_refuses(["--arch", ",".join(archs)], dict(architectures=archs))
+    assert line == "Error: --arch names sae more than once"
 
 
 def test_api_rejects_blank_names():
@@ -214,12 +233,17 @@ def test_evaluate_rejects_a_device_this_machine_lacks(tmp_path):
     assert f"--device {missing}: this machine has" in line
 
 
+@probe("evaluate", "`--tokens 100` with 256-token sequences",
+       "one-line error: ask for at least `--ctx-len` tokens, or lower `--ctx-len`")
+def test_evaluate_tokens_below_one_sequence(tmp_path, tiny_lm_dir, tiny_corpus_dir):
+    save_coder(tmp_path / "run" / "sae" / MLP)
+    result = cli("evaluate", tmp_path / "run", "--model", tiny_lm_dir, "--dataset",
+                 tiny_corpus_dir, "--tokens", 100, "--ctx-len", 256, "--device", "cpu")  # fmt: skip
+    line = error_line(result)
+    assert line.startswith("Error: 100 tokens is less than one 256-token row: ask for at least --ctx-len")
+
+
 # --- reading corpora and checkpoints -------------------------------------------
-
-
-def save_coder(folder: Path, d_in: int = 32, **cfg) -> Path:
-    SparseCoder(d_in, SparseCoderConfig(**{"k": 4, "num_latents": 64, **cfg})).save_to_disk(folder)
-    return folder
 
 
 @probe("train", "a binary or non-UTF-8 `.txt` file in the `--dataset` folder",

@@ -158,11 +158,15 @@ def tokenize(
     if max_tokens is not None:
         wanted = max_tokens // ctx_len
         if wanted < 1:
-            raise CorpusError(f"{max_tokens} tokens is less than one {ctx_len}-token row")
+            raise CorpusError(
+                f"{max_tokens} tokens is less than one {ctx_len}-token row: ask for at "
+                "least --ctx-len tokens, or lower --ctx-len"
+            )
         if wanted > len(rows):
             raise CorpusError(
                 f"Asked for {max_tokens} tokens but the corpus has only "
-                f"{len(rows) * ctx_len} ({len(rows)} rows of {ctx_len})"
+                f"{len(rows) * ctx_len} ({len(rows)} rows of {ctx_len}): ask for fewer "
+                "tokens, or use a larger corpus"
             )
         rows = rows.select(range(wanted))
     return rows

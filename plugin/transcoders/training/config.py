@@ -74,6 +74,9 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         check.non_empty("--arch", self.architectures)
         check.non_empty("hookpoints", self.hookpoints)
+        twice = sorted({a for a in self.architectures if self.architectures.count(a) > 1})
+        if twice:
+            raise check.ConfigError(f"--arch names {', '.join(twice)} more than once")
         for name in ("k", "expansion_factor", "tokens", "eval_tokens", "ctx_len",
                      "batch_size", "save_every"):  # fmt: skip
             check.positive(name, getattr(self, name))
