@@ -384,5 +384,5 @@ def test_evaluate_refuses_a_read_only_run_before_the_model_runs(shared_dir):
         # The model is never loaded: this name would fail if it were.
         result = cli("evaluate", run, "--model", "no/such-model", "--device", "cpu")
     line = error_line(result)
-    assert line.startswith(f"Error: {run}: permission denied")
+    assert line.startswith(f"Error: {run} is not writable")
     assert "evaluation.json" in line

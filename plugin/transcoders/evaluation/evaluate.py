@@ -174,7 +174,7 @@ def check_writable(run_dir: Path) -> None:
     effective = os.access in os.supports_effective_ids
     if not os.access(run_dir, os.W_OK | os.X_OK, effective_ids=effective):
         raise FileSystemError(
-            f"{run_dir}: permission denied: evaluate writes {RESULTS_JSON} and "
+            f"{run_dir} is not writable, and evaluate writes {RESULTS_JSON} and "
             f"{RESULTS_CSV} into the run directory; make it writable, or copy the run "
             "somewhere you can write and evaluate the copy"
         )
