@@ -57,8 +57,23 @@ def test_local_corpus_holds_out_every_tenth_file(tiny_corpus_dir, tmp_path):
     single = tmp_path / "one.txt"
     single.write_text("words " * 100)
     assert len(load_corpus(str(single), "train")) == 1
-    with pytest.raises(CorpusError, match="single file"):
+    with pytest.raises(CorpusError, match="single file.*pass as --dataset a folder"):
         load_corpus(str(single), "eval")
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"na\xefve \xff", "is not UTF-8 text"),
+    (b"PK\x03\x04\x00\x00\x08\x00", "holds NUL bytes"),
+])  # fmt: skip
+def test_local_corpus_names_a_file_that_is_not_text(tiny_corpus_dir, tmp_path, content, problem):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for f in tiny_corpus_dir.iterdir():
+        (corpus / f.name).write_bytes(f.read_bytes())
+    (corpus / "doc09.txt").write_bytes(content)  # held out, so only the eval split reads it
+    assert len(load_corpus(str(corpus), "train")) == 11
+    with pytest.raises(CorpusError, match=f"doc09.txt {problem}"):
+        load_corpus(str(corpus), "eval")
 
 
 def test_tokenize_is_deterministic_and_checks_the_budget(tiny_corpus_dir):

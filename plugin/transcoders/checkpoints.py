@@ -79,6 +79,16 @@ def _read_config(path: Path) -> dict:
         raise CheckpointError(f"{file} is not valid JSON ({err})") from err
     if not isinstance(data, dict) or "d_in" not in data:
         raise CheckpointError(f"{file} is not a sparsify coder config (no 'd_in')")
+    # sparsify fills a missing k or width with its own defaults (k=32), which would
+    # silently evaluate a different coder than the one trained.
+    missing = [] if "k" in data else ["'k'"]
+    if not data.get("num_latents") and "expansion_factor" not in data:
+        missing.append("'num_latents' or 'expansion_factor'")
+    if missing:
+        raise CheckpointError(
+            f"{file} lacks {' and '.join(missing)}, which sparsify would fill in with "
+            "its defaults: restore the cfg.json saved with these weights"
+        )
     return data
 
 

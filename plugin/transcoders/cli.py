@@ -7,19 +7,25 @@ import click
 from . import architectures
 from .autointerp.cli import autointerp_command
 from .autointerp.delphi_compat import DelphiMissingError
-from .errors import UserError
+from .errors import UserError, file_system_error
 from .evaluation.cli import evaluate_command
 from .training.cli import train_command
 
 
 class _Group(click.Group):
-    """Prints user errors as one line; bugs keep their traceback."""
+    """Prints user errors, and file-system errors the user can fix (permissions, full
+    disk), as one line; bugs keep their traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (UserError, DelphiMissingError) as err:
             raise click.ClickException(str(err)) from err
+        except OSError as err:
+            user_error = file_system_error(err)
+            if user_error is None:
+                raise
+            raise click.ClickException(str(user_error)) from err
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel
 from .activations import module_io
 from .architectures import Architecture
 from .errors import UserError
+from .validation import ConfigError
 
 
 class HookpointError(UserError, ValueError):
@@ -64,4 +65,7 @@ def check_applicable(
                 "coders predict a target as wide as their input."
             )
     if k > num_latents:
-        raise UserError(f"k={k} is larger than the number of latents ({num_latents})")
+        raise ConfigError(
+            f"--k {k} is larger than the number of latents ({num_latents}): lower --k "
+            "or raise --expansion-factor or --num-latents"
+        )

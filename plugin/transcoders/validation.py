@@ -18,8 +18,9 @@ class ConfigError(UserError, ValueError):
 
 
 def flag(field: str) -> str:
-    """The command-line spelling of a config field."""
-    return "--" + field.replace("_", "-")
+    """The command-line spelling of a config field; a name already spelled as a flag
+    (`--arch` for the field `architectures`) is kept."""
+    return field if field.startswith("--") else "--" + field.replace("_", "-")
 
 
 def positive(field: str, value: int | float) -> None:
@@ -38,10 +39,12 @@ def non_negative(field: str, value: int | float) -> None:
         raise ConfigError(f"{flag(field)} must be zero or more, got {value!r}")
 
 
-def non_empty(field: str, values: list) -> None:
-    """`values` must name at least one thing."""
+def non_empty(field: str, values: list[str]) -> None:
+    """`values` must name at least one thing, and no blank one."""
     if not values:
         raise ConfigError(f"{flag(field)} names nothing: give at least one value")
+    if not all(isinstance(v, str) and v.strip() for v in values):
+        raise ConfigError(f"{flag(field)} has an empty name in {values!r}")
 
 
 def device(field: str, name: str) -> None:
@@ -60,5 +63,7 @@ def device(field: str, name: str) -> None:
             raise ConfigError(f"{flag(field)} {name}: this machine has no CUDA device; use cpu")
         if dev.index is not None and dev.index >= count:
             raise ConfigError(f"{flag(field)} {name}: this machine has {count} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{flag(field)} mps: this machine has no MPS device; use cpu")
     elif dev.type not in ("cpu", "mps"):
         raise ConfigError(f"{flag(field)} {name!r}: use auto, cpu, cuda or cuda:N")

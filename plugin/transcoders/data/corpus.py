@@ -78,12 +78,27 @@ def _local(path: Path, split: Split) -> Dataset:
         files = [f for i, f in enumerate(files) if (i in held_out) == (split == "eval")]
     elif split == "eval":
         raise CorpusError(
-            f"{path} is a single file, so nothing is held out; pass a directory "
-            "of several files, or a separate --eval-dataset"
+            f"{path} is a single file, so nothing can be held out for evaluation: pass "
+            "as --dataset a folder of several .txt/.md files (every tenth is held out)"
         )
-    return Dataset.from_dict(
-        {"text": [f.read_text(encoding="utf-8") for f in files], "file": list(map(str, files))}
-    )
+    texts = [_read_text(f) for f in files]
+    return Dataset.from_dict({"text": texts, "file": list(map(str, files))})
+
+
+def _read_text(file: Path) -> str:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise CorpusError(
+            f"{file} is not UTF-8 text (byte {err.start}): convert it to UTF-8, or "
+            "move it out of the corpus folder"
+        ) from err
+    if "\x00" in text:
+        raise CorpusError(
+            f"{file} holds NUL bytes, so it is binary, not text: move it out of the "
+            "corpus folder"
+        )
+    return text
 
 
 def load_corpus(
@@ -143,11 +158,15 @@ def tokenize(
     if max_tokens is not None:
         wanted = max_tokens // ctx_len
         if wanted < 1:
-            raise CorpusError(f"{max_tokens} tokens is less than one {ctx_len}-token row")
+            raise CorpusError(
+                f"{max_tokens} tokens is less than one {ctx_len}-token row: ask for at "
+                "least --ctx-len tokens, or lower --ctx-len"
+            )
         if wanted > len(rows):
             raise CorpusError(
                 f"Asked for {max_tokens} tokens but the corpus has only "
-                f"{len(rows) * ctx_len} ({len(rows)} rows of {ctx_len})"
+                f"{len(rows) * ctx_len} ({len(rows)} rows of {ctx_len}): ask for fewer "
+                "tokens, or use a larger corpus"
             )
         rows = rows.select(range(wanted))
     return rows

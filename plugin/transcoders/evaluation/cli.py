@@ -19,8 +19,8 @@ PRINTED = [
 @click.argument(
     "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
-@click.option("--tokens", type=int, help="Held-out tokens to evaluate (default: the "
-              "run's --eval-tokens, else 32768).")
+@click.option("--tokens", type=int, help="Held-out tokens to evaluate, at least "
+              "--ctx-len (default: the run's --eval-tokens, else 32768).")
 @click.option("--model", help="Subject model (default: the run's; required for a "
               "plain sparsify checkpoint directory).")
 @click.option("--dataset", help="Corpus whose held-out split is used (default: the "
@@ -28,11 +28,11 @@ PRINTED = [
 @click.option("--eval-split", help="HF split expression for held-out rows of an HF "
               "dataset (default: the run's, else validation).")
 @click.option("--ctx-len", type=int,
-              help="Tokens per sequence (default: the run's, else 256).")
+              help="Tokens per sequence, 1 or more (default: the run's, else 256).")
 @click.option("--batch-size", default=EvalConfig.batch_size, show_default=True,
-              help="Sequences per forward pass.")
+              help="Sequences per forward pass: 1 or more.")
 @click.option("--seed", type=int,
-              help="Order of held-out rows (default: the run's seed).")
+              help="Order of held-out rows, 0 or more (default: the run's seed).")
 @click.option("--splice-all", is_flag=True,
               help="Also splice all hookpoints of each architecture at once.")
 @click.option("--device", default=EvalConfig.device, show_default=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,10 +24,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import checkpoints
+from .. import validation as check
 from ..atomic import atomic_path, write_json
 from ..checkpoints import Checkpoint
 from ..data import EMBEDDED, load_corpus, load_model, tokenize
-from ..errors import UserError
+from ..errors import FileSystemError, UserError
 from ..hookpoints import HookpointError, module_widths
 from . import metrics
 from .splice import Replacement, base_of, splice, zero_ablation
@@ -85,6 +87,15 @@ class EvalConfig:
     device: str = "auto"
     """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."""
 
+    def __post_init__(self) -> None:
+        for name in ("tokens", "ctx_len"):
+            if getattr(self, name) is not None:
+                check.positive(name, getattr(self, name))
+        check.positive("batch_size", self.batch_size)
+        if self.seed is not None:
+            check.non_negative("seed", self.seed)
+        check.device("device", self.device)
+
     def resolve(self, manifest: dict) -> EvalConfig:
         """Fill the unset fields from the run manifest's `config`, then defaults."""
         run = manifest.get("config", {})
@@ -102,8 +113,8 @@ class EvalConfig:
             model=model,
             dataset=self.dataset or run.get("dataset", EMBEDDED),
             eval_split=self.eval_split or run.get("eval_split", "validation"),
-            ctx_len=self.ctx_len or run.get("ctx_len", 256),
-            tokens=self.tokens or run.get("eval_tokens", 32_768),
+            ctx_len=self.ctx_len if self.ctx_len is not None else run.get("ctx_len", 256),
+            tokens=self.tokens if self.tokens is not None else run.get("eval_tokens", 32_768),
             seed=self.seed if self.seed is not None else run.get("seed", 0),
             device=device,
         )
@@ -115,6 +126,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     found = checkpoints.find(run_dir)
     manifest = checkpoints.read_manifest(run_dir)
     cfg = cfg.resolve(manifest)
+    check_writable(run_dir)
     coders = [(ckpt, ckpt.load(cfg.device)) for ckpt in found]
 
     model, tokenizer = load_model(cfg.model, device=cfg.device)
@@ -143,6 +155,18 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     }
     save(run_dir, report)
     return report
+
+
+def check_writable(run_dir: Path) -> None:
+    """Refuse before the model runs, rather than after, when the results can't be
+    written into the run directory."""
+    effective = os.access in os.supports_effective_ids
+    if not os.access(run_dir, os.W_OK | os.X_OK, effective_ids=effective):
+        raise FileSystemError(
+            f"{run_dir} is not writable, and evaluate writes {RESULTS_JSON} and "
+            f"{RESULTS_CSV} into the run directory; make it writable, or copy the run "
+            "somewhere you can write and evaluate the copy"
+        )
 
 
 def incomplete(manifest: dict, found: list[Checkpoint]) -> list[str]:

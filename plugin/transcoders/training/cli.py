@@ -29,25 +29,33 @@ def _csv(_ctx, _param, value: str) -> list[str]:
               help="HF split for training rows, e.g. 'train[:1%]'.")
 @click.option("--eval-split", default=_DEFAULTS.eval_split, show_default=True,
               help="HF split for the held-out FVU.")
-@click.option("--k", default=_DEFAULTS.k, show_default=True, help="Active latents per token.")
+@click.option("--k", default=_DEFAULTS.k, show_default=True,
+              help="Active latents per token: 1 or more, at most the number of latents.")
 @click.option("--expansion-factor", default=_DEFAULTS.expansion_factor, show_default=True,
-              help="Latents per input dimension.")
-@click.option("--num-latents", default=0, show_default=True,
-              help="Exact latent count (overrides --expansion-factor).")
+              help="Latents per input dimension: 1 or more.")
+@click.option("--num-latents", default=_DEFAULTS.num_latents, show_default=True,
+              help="Exact latent count, overriding --expansion-factor; 0 uses "
+              "--expansion-factor.")
 @click.option("--tokens", default=_DEFAULTS.tokens, show_default=True,
-              help="Training tokens per architecture.")
+              help="Training tokens per architecture: at least one batch "
+              "(--ctx-len x --batch-size).")
 @click.option("--eval-tokens", default=_DEFAULTS.eval_tokens, show_default=True,
-              help="Held-out tokens for the manifest's FVU.")
-@click.option("--ctx-len", default=_DEFAULTS.ctx_len, show_default=True)
+              help="Held-out tokens for the manifest's FVU: at least --ctx-len.")
+@click.option("--ctx-len", default=_DEFAULTS.ctx_len, show_default=True,
+              help="Tokens per sequence: 1 or more.")
 @click.option("--batch-size", default=_DEFAULTS.batch_size, show_default=True,
-              help="Sequences per optimizer step.")
-@click.option("--lr", type=float, default=None, help="Learning rate (default: sparsify's rule).")
-@click.option("--seed", default=_DEFAULTS.seed, show_default=True)
+              help="Sequences per optimizer step: 1 or more.")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate, above 0 (default: sparsify's rule from the number "
+              "of latents).")
+@click.option("--seed", default=_DEFAULTS.seed, show_default=True,
+              help="Seeds the data order and every coder's initialisation: 0 or more.")
 @click.option("--save-every", default=_DEFAULTS.save_every, show_default=True,
-              help="Checkpoint interval in steps.")
+              help="Checkpoint interval in steps: 1 or more.")
 @click.option("--no-truncate", is_flag=True,
               help="Run the whole model while training (default: stop at the last hooked layer).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default=_DEFAULTS.device, show_default=True,
+              help="auto (CUDA when available), cpu, cuda or cuda:N.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")

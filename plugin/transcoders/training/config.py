@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .. import validation as check
 from ..data import EMBEDDED
 
 
@@ -69,6 +70,26 @@ class TrainingConfig:
 
     device: str = "auto"
     """`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`."""
+
+    def __post_init__(self) -> None:
+        check.non_empty("--arch", self.architectures)
+        check.non_empty("hookpoints", self.hookpoints)
+        twice = sorted({a for a in self.architectures if self.architectures.count(a) > 1})
+        if twice:
+            raise check.ConfigError(f"--arch names {', '.join(twice)} more than once")
+        for name in ("k", "expansion_factor", "tokens", "eval_tokens", "ctx_len",
+                     "batch_size", "save_every"):  # fmt: skip
+            check.positive(name, getattr(self, name))
+        check.non_negative("num_latents", self.num_latents)
+        check.non_negative("seed", self.seed)
+        if self.lr is not None:
+            check.positive("lr", self.lr)
+        if self.num_latents and self.k > self.num_latents:
+            raise check.ConfigError(
+                f"--k {self.k} is more than --num-latents {self.num_latents}: "
+                "lower --k or raise --num-latents"
+            )
+        check.device("device", self.device)
 
     def to_dict(self) -> dict:
         """Every field, as recorded in the manifest."""
