@@ -5,67 +5,37 @@ They are downloaded (or found in the local HF cache when offline) and linked int
 run directory of this plugin's layout, so evaluation and autointerp read them like
 any trained run.
 
-Compatibility trap: before sparsify PR #49 (Feb 2025) transcoders subtracted `b_dec`
-from their *input* too. A checkpoint trained that way but loaded by a newer sparsify
-silently encodes uncentred inputs. Every transcoder is therefore checked on a few
-batches: if centring its input by `b_dec` explains clearly more variance, the
-checkpoint is taken to be legacy and a corrected copy is written with the centring
-folded into the encoder bias (W_enc (x − b_dec) + b_enc = W_enc x + (b_enc − W_enc b_dec)),
-which is exact. Both FVUs and the decision are recorded in `pretrained.json`.
+Compatibility trap: sparsify's format before PR #49 (Feb 2025). Its transcoders have
+no `transcode` key in cfg.json and subtract `b_dec` from their input too. The repo says
+which architecture a folder holds; `transcoders.hub.identify` checks every coder that
+reads the module input on a few batches: if centring its input by `b_dec` explains
+clearly more variance, the checkpoint is legacy. Coders not already in sparsify's
+current transcoder form are written as a corrected copy (`transcode: true`, any
+centring folded into the encoder bias, which is exact); the others are linked. Both
+FVUs and the decision are recorded in `pretrained.json`.
 """
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 from huggingface_hub import snapshot_download
 from sparsify import SparseCoder
 
-from transcoders.activations import module_io
+from transcoders import checkpoints, hub
 from transcoders.atomic import write_json
 from transcoders.checkpoints import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE
-from transcoders.data import load_corpus, load_model, tokenize
+from transcoders.data import load_model
 from transcoders.errors import UserError
-from transcoders.evaluation.metrics import Reconstruction
 
 from .presets import PRETRAINED, Preset
 from .stages import Stages, config_key
 
 RECORD_FILE = "pretrained.json"
-CHECK_TOKENS = 2048
-"""Held-out tokens each transcoder's centring is checked on."""
-
-LEGACY_RATIO = 0.8
-"""A transcoder is legacy when centring its input gives FVU below this fraction of
-the FVU as loaded."""
-
-
-def fold_input_centring(coder: SparseCoder) -> None:
-    """Make `coder` encode as if `b_dec` were subtracted from its input."""
-    with torch.no_grad():
-        coder.encoder.bias -= coder.encoder.weight @ coder.b_dec
-
-
-def centring_check(
-    coder: SparseCoder, x: torch.Tensor, y: torch.Tensor
-) -> tuple[float, float]:
-    """FVU of `coder` predicting `y` from `x` as loaded, and with the legacy input
-    centring folded in (exactly the correction `fold_input_centring` applies)."""
-    folded = copy.deepcopy(coder)
-    fold_input_centring(folded)
-    scores = []
-    with torch.no_grad():
-        for candidate in (coder, folded):
-            fvu = Reconstruction()
-            fvu.add(candidate(x.to(candidate.dtype)).sae_out, y)
-            scores.append(fvu.fvu)
-    return scores[0], scores[1]
 
 
 def _hookpoint_name(folder: str, module_names: set[str]) -> str:
@@ -109,12 +79,7 @@ def pretrained_stage(stages: Stages, preset: Preset) -> Path:
     def work() -> None:
         model, tokenizer = load_model(preset.model, device="cpu")
         names = {n for n, _ in model.base_model.named_modules() if n}
-        rows = tokenize(
-            load_corpus(preset.dataset, "eval", hf_split=preset.eval_split),
-            tokenizer, ctx_len=min(preset.ctx_len, 256), seed=preset.seed,
-        )
-        rows = rows.select(range(min(len(rows), CHECK_TOKENS // rows[0]["input_ids"].numel())))
-        record = {}
+        found, sources = [], {}
         for arch, repo in repos.items():
             patterns = [f"{p}/*" for p in preset.hookpoints]
             patterns += [f"model.{p}" for p in patterns]
@@ -128,26 +93,26 @@ def pretrained_stage(stages: Stages, preset: Preset) -> Path:
             if not chosen:
                 raise UserError(f"{repo} has no checkpoint matching {list(preset.hookpoints)}")
             for hookpoint, folder in chosen.items():
-                dest = run_dir / arch / hookpoint
-                entry = {"repo": repo, "source": str(folder)}
-                coder = SparseCoder.load_from_disk(folder)
-                if coder.cfg.transcode:
-                    acts = module_io(model, [hookpoint], rows[:]["input_ids"])[hookpoint]
-                    x, y = acts["input"].flatten(0, 1), acts["output"].flatten(0, 1)
-                    as_loaded, centred = centring_check(coder, x, y)
-                    legacy = centred < LEGACY_RATIO * as_loaded
-                    entry.update(fvu_as_loaded=as_loaded, fvu_input_centred=centred,
-                                 legacy_input_centring=legacy)
-                    print(f"{arch}/{hookpoint}: FVU {as_loaded:.3f} as loaded, "
-                          f"{centred:.3f} with input centring -> "
-                          + ("legacy, folding b_dec into the encoder bias" if legacy else "current"))
-                    if legacy:
-                        fold_input_centring(coder)
-                        _write_corrected(coder, dest)
-                        record[f"{arch}/{hookpoint}"] = entry
-                        continue
-                _link(folder, dest)
-                record[f"{arch}/{hookpoint}"] = entry
+                # The repo names the architecture; an old-format cfg.json cannot.
+                found.append(checkpoints.at(folder, hookpoint, arch))
+                sources[folder] = repo
+        ids = hub.check_tokens(tokenizer, preset.dataset, "eval", preset.eval_split)
+        found, measured = hub.identify(model, found, ids, plugin_run=False)
+        measured = {m["checkpoint"]: m for m in measured}
+        record = {}
+        for ckpt in found:
+            arch, dest = ckpt.architecture.name, run_dir / ckpt.architecture.name / ckpt.hookpoint
+            entry = {"repo": sources[ckpt.path], "source": str(ckpt.path)}
+            if ckpt.architecture.reads == "input":
+                m = measured[str(ckpt.path)]
+                entry.update(fvu_uncentred=m["fvu_uncentred"],
+                             fvu_input_centred=m["fvu_input_centred"],
+                             legacy_input_centring=hub.centres_input(ckpt))
+            if ckpt.architecture.reads == "input" and not hub.saved_as_current(ckpt):
+                _write_corrected(ckpt.load(), dest)
+            else:
+                _link(ckpt.path, dest)
+            record[f"{arch}/{ckpt.hookpoint}"] = entry
 
         write_json(run_dir / MANIFEST_FILE, {
             "config": {"model": preset.model, "dataset": preset.dataset,

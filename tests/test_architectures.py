@@ -40,9 +40,13 @@ def test_overrides_cannot_redefine_the_architecture():
 
 
 def test_infer_from_plain_sparsify_config():
+    from transcoders import hub
+
     for name in ("sae", "transcoder", "skip-transcoder"):
-        cfg = architectures.get(name).coder_config()
-        assert architectures.infer(cfg).name == name
+        cfg = architectures.get(name).coder_config().to_dict()
+        assert hub.reads_from_config(cfg) == architectures.get(name).reads
+    assert hub.reads_from_config({"k": 32}) is None  # before sparsify PR #49
+    assert hub.reads_from_config({"transcode": False, "skip_connection": True}) == "input"
 
 
 def _install_plugin(root: Path, module: str = "groupmax_plugin") -> None:

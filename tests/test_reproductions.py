@@ -140,6 +140,11 @@ def test_pretrained_loads_from_offline_hub_cache_and_detects_legacy_centring(
         "layers.0.mlp": load("skip-transcoder", "layers.0.mlp"),
         "layers.1.mlp": _unfold(load("skip-transcoder", "layers.1.mlp")),
     })
+    # layers.1.mlp in sparsify's format before PR #49: no `transcode` key either.
+    legacy_cfg = next(cache.glob("models--*skip-transcoder*/snapshots/*/layers.1.mlp/cfg.json"))
+    legacy_cfg.write_text(json.dumps(
+        {k: v for k, v in json.loads(legacy_cfg.read_text()).items() if k != "transcode"}
+    ))
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
@@ -156,6 +161,8 @@ def test_pretrained_loads_from_offline_hub_cache_and_detects_legacy_centring(
     assert record["skip-transcoder/layers.1.mlp"]["legacy_input_centring"] is True
     assert record["skip-transcoder/layers.0.mlp"]["legacy_input_centring"] is False
     assert "legacy_input_centring" not in record["sae/layers.0.mlp"]
+    fixed = json.loads((run_dir / "skip-transcoder" / "layers.1.mlp" / "cfg.json").read_text())
+    assert fixed["transcode"] is True and not (run_dir / "skip-transcoder" / "layers.1.mlp" / "cfg.json").is_symlink()
     assert sorted((c.architecture.name, c.hookpoint) for c in find(run_dir)) == [
         ("sae", "layers.0.mlp"), ("sae", "layers.1.mlp"),
         ("skip-transcoder", "layers.0.mlp"), ("skip-transcoder", "layers.1.mlp"),

@@ -124,9 +124,3 @@ def get(name: str) -> Architecture:
         )
     return registry[name]
 
-
-def infer(cfg: SparseCoderConfig) -> Architecture:
-    """The built-in architecture a plain sparsify checkpoint config corresponds to."""
-    if not cfg.transcode:
-        return get("sae")
-    return get("skip-transcoder" if cfg.skip_connection else "transcoder")

@@ -9,6 +9,7 @@ active per coordinate (L0 = d).
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -127,3 +128,41 @@ def save_run(run: Path, coders: dict[tuple[str, str], SparseCoder]) -> Path:
     for (arch, hookpoint), coder in coders.items():
         coder.save_to_disk(run / arch / hookpoint)
     return run
+
+
+# What sparsify's SaeConfig held before PR #49 (Feb 2025), when `transcode` was a
+# TrainConfig field: a transcoder's cfg.json says nothing about transcoding.
+PRE_PR49_FIELDS = ("expansion_factor", "normalize_decoder", "num_latents", "k", "multi_topk",
+                   "skip_connection")  # fmt: skip
+
+
+def save_old_format(coder: SparseCoder, folder: Path) -> Path:
+    """Save `coder` as a sparsify of before Feb 2025 did: no `transcode` key."""
+    coder.save_to_disk(folder)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    old = {k: cfg[k] for k in PRE_PR49_FIELDS} | {"multi_topk": False, "d_in": cfg["d_in"]}
+    (folder / "cfg.json").write_text(json.dumps(old))
+    return folder
+
+
+@torch.no_grad()
+def legacy_coder(arch: str, weight: torch.Tensor, b_dec: torch.Tensor) -> SparseCoder:
+    """A transcoder (or skip transcoder) in the legacy computation: it reproduces
+    `y = weight @ x` exactly only when it encodes `W_enc (x − b_dec) + b_enc`, as
+    sparsify's transcoders did before Feb 2025; without that centring it is off by
+    (1 − skip share) · weight @ b_dec.
+
+    Latent pairs relu(±(x + s)) decode through ±(1 − α)·weight, the skip term adds
+    α·weight @ x and b_dec is added back; s = −weight⁻¹ b_dec / (1 − α) cancels it."""
+    alpha = 0.5 if architectures.get(arch).coder_defaults.get("skip_connection") else 0.0
+    coder = _coder(arch, 2 * D, k=2 * D)
+    eye = torch.eye(D)
+    shift = -torch.linalg.solve(weight, b_dec) / (1 - alpha)
+    coder.encoder.weight.copy_(torch.cat([eye, -eye]))
+    coder.encoder.bias.copy_(torch.cat([b_dec + shift, -b_dec - shift]))
+    coder.b_dec.copy_(b_dec)
+    decode = (1 - alpha) * weight.T
+    coder.W_dec.copy_(torch.cat([decode, -decode]))
+    if coder.W_skip is not None:
+        coder.W_skip.copy_(alpha * weight)
+    return coder

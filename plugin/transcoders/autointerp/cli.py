@@ -85,6 +85,10 @@ def _csv(_ctx, _param, value: str | None) -> list[str] | None:
               "run stops; unusable ones are asked again on the next run.")
 @click.option("--device", default=_DEFAULTS.device, show_default=True,
               help="cpu, cuda, cuda:N or auto.")
+@click.option("--reads", type=click.Choice(["input", "output"]), default=None,
+              help="What the coders of a plain sparsify directory read: input "
+              "(transcoders) or output (SAEs). Default: cfg.json, measured where it "
+              "does not say (sparsify's format before Feb 2025).")
 def autointerp_command(run_dir: Path, **options) -> None:
     """Explain and score latents of every coder in RUN_DIR with Delphi.
 

@@ -124,6 +124,10 @@ class AutointerpConfig:
     """Where the subject model and a local explainer run: `cpu`, `cuda`, `cuda:N`, or
     `auto` (CUDA when there is one)."""
 
+    reads: str | None = None
+    """`input` or `output`: what the coders of a plain sparsify directory read,
+    overriding cfg.json; None infers it (see `transcoders.hub`)."""
+
     def __post_init__(self):
         # Checked here, not in the CLI, so Python callers get the same one-line errors.
         for name in _POSITIVE:
@@ -149,6 +153,8 @@ class AutointerpConfig:
                 f"--ctx-len ({self.ctx_len}) must be a multiple of --example-ctx-len "
                 f"({self.example_ctx_len})"
             )
+        if self.reads not in (None, "input", "output"):
+            raise ConfigError(f"--reads is input or output, got {self.reads!r}")
         device("device", self.device)
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -37,7 +37,7 @@ import torch
 from safetensors.numpy import load_file
 from tqdm.auto import tqdm
 
-from .. import checkpoints, runlock
+from .. import checkpoints, hub, runlock
 from ..atomic import atomic_path, write_json, write_text
 from ..data import EMBEDDED, load_corpus, tokenize
 from ..errors import UserError
@@ -71,7 +71,10 @@ def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
     """Cache, explain, score and summarise; returns the summary written to disk."""
     run_dir = Path(run_dir)
     try:
-        ckpts = checkpoints.find(run_dir)
+        ckpts = checkpoints.find(run_dir, cfg.reads)
+        # Outside a plugin run, what a coder reads and how it centres is measured.
+        ckpts = hub.identify_run(run_dir, ckpts, model=cfg.model, dataset=cfg.dataset,
+                                 split=cfg.split, device=cfg.device)
     except checkpoints.CheckpointError as err:
         raise AutointerpError(str(err)) from err
     ckpts = [

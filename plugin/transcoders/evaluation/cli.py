@@ -37,6 +37,10 @@ PRINTED = [
               help="Also splice all hookpoints of each architecture at once.")
 @click.option("--device", default=EvalConfig.device, show_default=True,
               help="auto (CUDA when available), cpu, cuda or cuda:N.")
+@click.option("--reads", type=click.Choice(["input", "output"]), default=None,
+              help="What the coders of a plain sparsify directory read: input "
+              "(transcoders) or output (SAEs). Default: cfg.json, measured where it "
+              "does not say (sparsify's format before Feb 2025).")
 def evaluate_command(run_dir: Path, **options) -> None:
     """How much of the model's behaviour each coder in RUN_DIR keeps.
 

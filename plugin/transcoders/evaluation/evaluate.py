@@ -23,7 +23,7 @@ from sparsify import SparseCoder
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .. import checkpoints
+from .. import checkpoints, hub
 from .. import validation as check
 from ..atomic import atomic_path, write_json
 from ..checkpoints import Checkpoint
@@ -87,6 +87,10 @@ class EvalConfig:
     device: str = "auto"
     """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."""
 
+    reads: str | None = None
+    """`input` or `output`: what the coders of a plain sparsify directory read,
+    overriding cfg.json; None infers it (see `transcoders.hub`)."""
+
     def __post_init__(self) -> None:
         for name in ("tokens", "ctx_len"):
             if getattr(self, name) is not None:
@@ -95,6 +99,8 @@ class EvalConfig:
         if self.seed is not None:
             check.non_negative("seed", self.seed)
         check.device("device", self.device)
+        if self.reads not in (None, "input", "output"):
+            raise check.ConfigError(f"--reads is input or output, got {self.reads!r}")
 
     def resolve(self, manifest: dict) -> EvalConfig:
         """Fill the unset fields from the run manifest's `config`, then defaults."""
@@ -123,7 +129,7 @@ class EvalConfig:
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Evaluate every coder under `cfg.run_dir`; write and return the results."""
     run_dir = Path(cfg.run_dir)
-    found = checkpoints.find(run_dir)
+    found = checkpoints.find(run_dir, cfg.reads)
     manifest = checkpoints.read_manifest(run_dir)
     cfg = cfg.resolve(manifest)
     check_writable(run_dir)
@@ -136,6 +142,11 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         corpus, tokenizer, ctx_len=cfg.ctx_len, max_tokens=cfg.tokens, seed=cfg.seed
     )
     input_ids = rows[:]["input_ids"]
+    # Outside a plugin run, what a coder reads and how it centres is measured.
+    found, identified = hub.identify(model, found, input_ids, plugin_run=bool(manifest))
+    if identified:
+        check_hookpoints(model, found, cfg.model)
+        coders = [(ckpt, ckpt.load(cfg.device)) for ckpt in found]
 
     start = time.time()
     results = evaluate_coders(
@@ -149,6 +160,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     report = {
         "config": asdict(cfg),
         "incomplete": incomplete(manifest, found),
+        "identified": identified,
         "tokens": input_ids.numel(),
         "wall_time_s": time.time() - start,
         "results": results,
