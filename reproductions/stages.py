@@ -19,6 +19,7 @@ from typing import Any, Callable
 from transcoders.atomic import write_json
 from transcoders.autointerp.config import AutointerpConfig
 from transcoders.checkpoints import MANIFEST_FILE
+from transcoders.data.corpus import is_hf
 from transcoders.evaluation.evaluate import RESULTS_JSON, EvalConfig
 from transcoders.training import TrainingConfig
 
@@ -82,8 +83,15 @@ def autointerp_config(preset: Preset) -> AutointerpConfig:
         seed=preset.seed,
         model=preset.model,
         dataset=preset.dataset,
+        # A HF dataset's held-out rows are a split expression (a train-only dataset
+        # has no `eval` split); embedded and local text hold out whole documents.
+        split=preset.eval_split if is_hf(preset.dataset) else "eval",
         n_tokens=preset.autointerp_tokens,
         ctx_len=preset.autointerp_ctx_len,
+        example_ctx_len=preset.example_ctx_len,
+        n_examples_train=preset.n_examples_train,
+        n_examples_test=preset.n_examples_test,
+        n_non_activating=preset.n_non_activating,
         device=device,
     )
 

@@ -4,6 +4,7 @@
     python -m reproductions.table1 --preset smoke       # a minute, for tests
     python -m reproductions.table1 --preset pythia-160m --explainer vllm:...  # GPU
     python -m reproductions.table1 --list-presets
+    python -m reproductions.table1 --preset llama-3.2-1b --check   # resolve, size, exit
 """
 
 from __future__ import annotations
@@ -214,9 +215,12 @@ def preset_overrides(options: dict) -> dict:
 @click.option("--pretrained", is_flag=True,
               help="Evaluate EleutherAI's released checkpoints instead of training "
                    "(llama-3.2-1b preset).")
+@click.option("--check", "check_only", is_flag=True,
+              help="Resolve model, dataset splits, token budgets, hookpoints, explainer "
+                   "and judge, estimate disk and GPU memory, then exit (0: it can run).")
 @preset_options
 def main(preset_name: str, list_presets: bool, out: Path | None, work: Path | None,
-         pretrained: bool, **options) -> None:
+         pretrained: bool, check_only: bool, **options) -> None:
     """Reproduce Table 1: train (or load), evaluate and autointerp SAE, transcoder
     and skip transcoder, then print the comparison.
 
@@ -236,6 +240,13 @@ def main(preset_name: str, list_presets: bool, out: Path | None, work: Path | No
         preset = dataclasses.replace(preset, **preset_overrides(options))
         out = out or preset.results_dir()
         work = work or preset.work_dir()
+        if check_only:
+            from .check import check
+
+            for line in check(preset, work, pretrained=pretrained):
+                click.echo(line)
+            click.echo(f"Preset '{preset.name}' can run.")
+            return
         results = run(preset, out, work, pretrained=pretrained)
     except UserError as err:
         raise click.ClickException(str(err)) from err

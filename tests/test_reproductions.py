@@ -37,7 +37,7 @@ def test_preset_matches_its_models_hf_config(name):
     if name == "pythia-160m":
         assert latents == 32 * 768 and preset.k == 32
     if name == "llama-3.2-1b":
-        assert latents == 131_072 and preset.k == 32
+        assert latents == 32 * 2048 and preset.k == 32
     assert training_config(preset, "x").identity()["hookpoints"] == list(preset.hookpoints)
 
 

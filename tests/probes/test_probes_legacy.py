@@ -1,6 +1,7 @@
 """Checkpoints in sparsify's format before Feb 2025 (no `transcode` key in cfg.json):
 where neither cfg.json nor a measurement says what a coder reads, `evaluate` and
-`autointerp` stop with one `Error:` line asking for `--reads`, never guess."""
+`autointerp` stop with one `Error:` line asking for `--reads`, never guess. And
+`table1 --check`, which refuses a preset that cannot run with one `Error:` line."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import torch
 from click.testing import CliRunner
+from preset_fixtures import hub, offline_hub, smollm_corpus  # noqa: F401
 from sparsify import SparseCoder, SparseCoderConfig
 
+from reproductions import table1
 from transcoders.cli import main
 
 from probe import probe
@@ -66,3 +69,32 @@ def test_reads_refused_where_folders_name_the_architecture(tmp_path):
     SparseCoder(32, SparseCoderConfig(k=4, num_latents=64)).save_to_disk(tmp_path / "sae" / MLP)
     line = error_line("evaluate", tmp_path, "--reads", "input", "--device", "cpu")
     assert "leave --reads out" in line
+
+
+# --- table1 --check ----------------------------------------------------------------
+
+
+def run_check(preset_name: str, *args: str):
+    return CliRunner().invoke(table1.main, ["--preset", preset_name, "--check", *args])
+
+
+@probe("table1", "`--check` on a GPU preset whose HF dataset has no `validation` split "
+       "(`--eval-split validation`)",
+       "one-line error listing the dataset's splits and suggesting a held-out row range")
+def test_check_names_a_split_that_does_not_exist(offline_hub, smollm_corpus):
+    result = run_check("pythia-160m", "--dataset", str(smollm_corpus), "--eval-split", "validation")
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: ") and "no split 'validation'" in line
+    assert "its splits are train" in line and "train[99%:]" in line
+
+
+@probe("table1", "`--check` with a token budget larger than the split "
+       "(`--train-tokens` beyond `train[:1%]`)",
+       "one-line error naming the split, its size and the flag, before any model loads")
+def test_check_refuses_a_budget_the_split_cannot_hold(offline_hub, smollm_corpus):
+    result = run_check("pythia-160m", "--dataset", str(smollm_corpus),
+                       "--dataset-split", "train[:1%]")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: training split") and "--train-tokens 1,000,000,000" in line

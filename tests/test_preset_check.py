@@ -1,0 +1,59 @@
+"""`python -m reproductions.table1 --preset NAME --check`, offline, against fixtures
+shaped like the hub repos the presets name (tests/preset_fixtures.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from preset_fixtures import DATASET_ROWS, as_fixture, hub, offline_hub, smollm_corpus  # noqa: F401
+
+from reproductions import presets
+from reproductions.check import PresetCheckError, check
+
+
+@pytest.mark.parametrize("name", list(presets.PRESETS))
+def test_check_passes_for_every_preset(name, offline_hub, smollm_corpus, tmp_path):
+    preset = as_fixture(presets.PRESETS[name], smollm_corpus)
+    lines = check(preset, tmp_path)
+    text = "\n".join(lines)
+    assert f"model: {preset.model}" in text
+    assert "held-out:" in text and "disk: latent cache" in text and "GPU memory" in text
+    if name in ("pythia-160m", "llama-3.2-1b"):
+        hidden = preset.model_config["hidden_size"]
+        layers = preset.model_config["num_hidden_layers"]
+        assert f"hookpoints: {layers} (layers.0.mlp … layers.{layers - 1}.mlp)" in text
+        assert f"{32 * hidden:,} latents (32x), k=32" in text
+        assert "32-token examples, 40 to explain, 50 activating and 50 non-activating" in text
+        assert "explainer: vllm:meta-llama/" in text and "judge: vllm:meta-llama/" in text
+        assert f"{preset.dataset} train[99%:]: {DATASET_ROWS // 100:,} rows" in text
+
+
+def test_pretrained_check_skips_the_training_split(offline_hub, smollm_corpus, tmp_path):
+    preset = as_fixture(presets.get("llama-3.2-1b"), smollm_corpus)
+    text = "\n".join(check(preset, tmp_path, pretrained=True))
+    assert "training:" not in text and "held-out:" in text
+
+
+def test_check_refuses_overlapping_held_out_rows(offline_hub, smollm_corpus, tmp_path):
+    preset = dataclasses.replace(as_fixture(presets.get("pythia-160m"), smollm_corpus),
+                                 eval_split="train[10%:11%]")  # fmt: skip
+    with pytest.raises(PresetCheckError, match="overlap the training rows"):
+        check(preset, tmp_path)
+
+
+def test_check_names_a_model_that_is_not_available_offline(offline_hub, tmp_path):
+    preset = dataclasses.replace(presets.get("embedded"), model="EleutherAI/not-cached")
+    with pytest.raises(PresetCheckError, match="model 'EleutherAI/not-cached' cannot be resolved"):
+        check(preset, tmp_path)
+
+
+def test_paper_presets_use_delphis_autointerp_setting():
+    from reproductions.stages import autointerp_config
+
+    for name in ("pythia-160m", "llama-3.2-1b"):
+        cfg = autointerp_config(presets.get(name))
+        assert (cfg.example_ctx_len, cfg.n_examples_train, cfg.n_examples_test,
+                cfg.n_non_activating) == (32, 40, 50, 50)  # fmt: skip
+        assert {"detection", "fuzzing"} <= set(cfg.scorers)
+        assert cfg.split == "train[99%:]"  # a row range, not a nonexistent `eval` split
