@@ -93,10 +93,12 @@ def load_tokenizer(preset: Preset):
 
 def budgets(preset: Preset, tokenizer, pretrained: bool = False) -> list[str]:
     """The training and held-out splits, their sizes, and the budgets they must hold."""
-    eval_need = max(preset.eval_tokens, preset.autointerp_tokens)
-    needs = [("held-out", preset.eval_split, "eval", eval_need,
-              f"--eval-tokens {preset.eval_tokens:,} and --autointerp-tokens "
-              f"{preset.autointerp_tokens:,}")]
+    flags = f"--eval-tokens {preset.eval_tokens:,}"
+    eval_need = preset.eval_tokens
+    if preset.latents:  # autointerp caches on the held-out rows too
+        flags += f" and --autointerp-tokens {preset.autointerp_tokens:,}"
+        eval_need = max(eval_need, preset.autointerp_tokens)
+    needs = [("held-out", preset.eval_split, "eval", eval_need, flags)]
     if not pretrained:
         needs.insert(0, ("training", preset.dataset_split, "train", preset.train_tokens,
                          f"--train-tokens {preset.train_tokens:,}"))

@@ -20,6 +20,7 @@ import pandas as pd
 from transcoders import runlock
 from transcoders.atomic import atomic_path, write_json, write_text
 from transcoders.autointerp import stats
+from transcoders.data.corpus import is_hf
 from transcoders.errors import UserError
 
 from . import presets
@@ -124,6 +125,12 @@ def to_markdown(df: pd.DataFrame) -> str:
 def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> dict:
     """All stages for `preset`; writes table1.md, table1.csv and results.json."""
     start = time.perf_counter()
+    if is_hf(preset.dataset):
+        # Budgets a hub split cannot hold fail now, not after the model is loaded
+        # (local text is counted exactly where it is tokenized, in seconds).
+        from .check import budgets, load_tokenizer
+
+        budgets(preset, load_tokenizer(preset), pretrained)
     with runlock.hold(work):
         stages = Stages(work)
         if pretrained:

@@ -57,3 +57,15 @@ def test_paper_presets_use_delphis_autointerp_setting():
                 cfg.n_non_activating) == (32, 40, 50, 50)  # fmt: skip
         assert {"detection", "fuzzing"} <= set(cfg.scorers)
         assert cfg.split == "train[99%:]"  # a row range, not a nonexistent `eval` split
+
+
+def test_run_refuses_a_budget_before_loading_the_model(offline_hub, smollm_corpus, tmp_path):
+    """The fixture repo has a config and no weights: reaching the model would fail
+    otherwise, so the budget error proves the check comes first."""
+    from reproductions import table1
+
+    preset = dataclasses.replace(as_fixture(presets.get("pythia-160m"), smollm_corpus),
+                                 dataset_split="train[:1%]")  # fmt: skip
+    with pytest.raises(PresetCheckError, match="training split .* --train-tokens"):
+        table1.run(preset, tmp_path / "out", tmp_path / "work")
+    assert not (tmp_path / "work").exists()
