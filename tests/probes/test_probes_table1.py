@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from probe import probe
+from probe import probe, unprivileged
 
 from reproductions import presets, table1
 from transcoders import runlock
@@ -132,3 +132,12 @@ def test_kill_between_stages_then_rerun_from_anywhere(smoke_table1, tmp_path):
     assert {p.name for p in outside.iterdir()} == {"runs"}
     rerun = json.loads((outside / "runs/smoke/results/results.json").read_text())
     _same_numbers(rerun, results)
+
+
+@probe("table1", "`--work` inside a read-only directory", "one-line error naming the folder: permission denied")
+def test_unwritable_work_is_one_line(shared_dir):
+    locked = shared_dir / "locked"
+    locked.mkdir(mode=0o555)
+    with unprivileged():
+        result = _cli("--preset", "smoke", "--work", str(locked / "work"))
+    _one_line_error(result, str(locked / "work"), "permission denied")
