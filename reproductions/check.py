@@ -29,7 +29,7 @@ from transcoders.data.corpus import hf_split_spans, is_hf
 from transcoders.errors import UserError
 from transcoders.hookpoints import check_applicable, module_widths, resolve_hookpoints
 
-from .presets import Preset
+from .presets import PRETRAINED, Preset
 
 SAMPLE_DOCS = 64
 """Documents of a HF split whose mean token count sizes the split."""
@@ -68,6 +68,13 @@ def check(preset: Preset, work: Path, *, pretrained: bool = False) -> list[str]:
                  f"widths {sorted(set(widths.values()))}")
     lines.append(f"coders: {', '.join(preset.architectures)}; {latents:,} latents "
                  f"({latents / d_in:g}x), k={preset.k}")
+    if pretrained:
+        if preset.name not in PRETRAINED:
+            raise PresetCheckError(
+                f"--pretrained has released checkpoints for: {', '.join(PRETRAINED)}; "
+                f"not for preset '{preset.name}'"
+            )
+        lines.append("released checkpoints: " + ", ".join(PRETRAINED[preset.name].values()))
     lines += budgets(preset, tokenizer, pretrained)
     lines += _clients(preset)
     lines.append(f"autointerp: {preset.latents} latents per coder, {preset.example_ctx_len}-token "

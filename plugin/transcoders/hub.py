@@ -127,6 +127,9 @@ def identify(
         site = acts[ckpt.hookpoint]
         x, y = site["input"].flatten(0, 1), site["output"].flatten(0, 1)
         record = {"checkpoint": str(ckpt.path), "hookpoint": ckpt.hookpoint}
+        if ckpt.ambiguous and x.shape[-1] != y.shape[-1]:
+            # A sparsify coder decodes into the width it encodes from: only an SAE fits.
+            ckpt = ckpt.reading("output")
         if ckpt.ambiguous:
             # As sparsify loads it (an SAE, centring what it reads), and as a
             # transcoder in whichever centring fits better.
