@@ -69,3 +69,16 @@ def test_run_refuses_a_budget_before_loading_the_model(offline_hub, smollm_corpu
     with pytest.raises(PresetCheckError, match="training split .* --train-tokens"):
         table1.run(preset, tmp_path / "out", tmp_path / "work")
     assert not (tmp_path / "work").exists()
+
+
+def test_a_local_copy_of_a_dataset_repo_loads_like_the_hub_id(smollm_corpus, tiny_corpus_dir, tmp_path):
+    import shutil
+
+    from transcoders.data import load_corpus
+    from transcoders.data.corpus import is_hf
+
+    assert is_hf(str(smollm_corpus)) and not is_hf(str(tiny_corpus_dir))
+    # Without the card, whose row count describes the full repo, not this sample.
+    shutil.copytree(smollm_corpus / "data", tmp_path / "repo" / "data")
+    held_out = load_corpus(str(tmp_path / "repo"), "eval", hf_split="train[95%:]")
+    assert len(held_out) == 4 and held_out.column_names == ["text"]
