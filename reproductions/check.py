@@ -16,6 +16,7 @@ CUDA is visible, the machine the run is meant for; elsewhere it is reported as a
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from pathlib import Path
 
@@ -169,6 +170,10 @@ def _clients(preset: Preset) -> list[str]:
             raise PresetCheckError(f"{role} spec {spec!r} is not a client spec. {SPEC_HELP}")
         if scheme in ("http", "https") and "@" not in spec:
             raise PresetCheckError(f"{role} spec {spec!r} must end in @<model>")
+        if scheme in HOSTED and not os.environ.get(HOSTED[scheme][1]):
+            raise PresetCheckError(
+                f"{role} {spec} needs an API key in the environment variable {HOSTED[scheme][1]}"
+            )
         lines.append(f"{role}: {spec}")
     if llm_scorers and judge == "top-tokens":
         raise PresetCheckError(

@@ -82,3 +82,11 @@ def test_a_local_copy_of_a_dataset_repo_loads_like_the_hub_id(smollm_corpus, tin
     shutil.copytree(smollm_corpus / "data", tmp_path / "repo" / "data")
     held_out = load_corpus(str(tmp_path / "repo"), "eval", hf_split="train[95%:]")
     assert len(held_out) == 4 and held_out.column_names == ["text"]
+
+
+def test_check_refuses_a_hosted_judge_without_its_key(offline_hub, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    preset = dataclasses.replace(presets.get("smoke"), scorers=("detection",),
+                                 scorer_model="openrouter:some/model")  # fmt: skip
+    with pytest.raises(PresetCheckError, match="judge openrouter:some/model needs .*OPENROUTER_API_KEY"):
+        check(preset, tmp_path)
