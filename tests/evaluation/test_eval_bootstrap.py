@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,12 @@ def test_one_document_gives_no_interval():
     diff, low, high = paired_difference(evaluation, "a", "b", MLP, "kl")
     assert diff == pytest.approx(0.45)
     assert np.isnan(low) and np.isnan(high)
+
+
+def test_row_documents_with_a_bos_before_each_separator():
+    # Token 0 is EOS, 5 is BOS. Document 1 starts inside row 1 and owns no row.
+    rows = Dataset.from_dict({"input_ids": [[5, 0, 1, 1], [1, 1, 0, 1], [5, 0, 2, 2]]})
+    tok = SimpleNamespace(eos_token_id=0, bos_token_id=5)
+    assert row_documents(rows, tok) == [0, 0, 2]
+    # Rows that do not open with a separator were not chunked as sparsify chunks.
+    assert row_documents(Dataset.from_dict({"input_ids": [[1, 1], [0, 1]]}), tok) is None

@@ -196,14 +196,18 @@ def row_documents(rows: Dataset, tokenizer: PreTrainedTokenizerBase) -> list[int
     every row is its own document.
     """
     eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    if eos is None:
+        return None
     documents, count = [], -1
     for batch in rows.with_format("numpy", columns=["input_ids"]).iter(batch_size=1024):
         ids = batch["input_ids"]
-        if eos is None or (count < 0 and eos not in ids[0, :2]):
+        if count < 0 and eos not in ids[0, :2]:
             return None
-        cumulative = count + np.cumsum(ids == eos, axis=None).reshape(ids.shape)
+        cumulative = count + np.cumsum(ids == eos).reshape(ids.shape)
         first = cumulative[:, 0]
-        opens_with_bos = (ids[:, 0] == bos) & (ids[:, 1] == eos) if ids.shape[1] > 1 else False
-        documents.extend(np.where(opens_with_bos, cumulative[:, 1 % ids.shape[1]], first).tolist())
+        if ids.shape[1] > 1:
+            opens_with_bos = (ids[:, 0] == bos) & (ids[:, 1] == eos)
+            first = np.where(opens_with_bos, cumulative[:, 1], first)
+        documents.extend(first.tolist())
         count = int(cumulative[-1, -1])
     return documents

@@ -60,7 +60,9 @@ def ratio_terms(result: dict, metric: str) -> tuple[np.ndarray, np.ndarray]:
     return numerator, np.full(len(numerator), float(per_row["predictions"]))
 
 
-def resample_weights(groups: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def resample_weights(
+    groups: np.ndarray, n_boot: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(cluster of each row as 0..M-1, `[n_boot, M]` times each cluster is drawn
     when M clusters are drawn with replacement)."""
     _, inverse = np.unique(groups, return_inverse=True)
