@@ -38,10 +38,11 @@ def clusters(evaluation: dict) -> np.ndarray:
 def describe(evaluation: dict) -> str:
     """What a CI from `paired_difference` resamples, for a table's label."""
     groups = clusters(evaluation)
-    unit = "documents" if evaluation["rows"].get("documents") is not None else "rows"
+    unit = "document" if evaluation["rows"].get("documents") is not None else "row"
+    count = len(np.unique(groups))
     return (
-        f"paired bootstrap over {len(groups)} held-out sequences in "
-        f"{len(np.unique(groups))} {unit}"
+        f"paired bootstrap over {len(groups)} held-out sequences in {count} {unit}"
+        + ("s" if count != 1 else "")
     )
 
 

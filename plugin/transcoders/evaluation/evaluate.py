@@ -248,7 +248,9 @@ def evaluate_coders(
 
     The clean logits of each batch are computed once and shared by every coder.
     Reconstruction and latent statistics come from the single-hookpoint splices,
-    where the module sees exactly its clean input.
+    where the module sees exactly its clean input. Each row's `per_row` holds the
+    sums its FVU, ΔCE and KL are made of, one per sequence, for the paired
+    bootstrap (`bootstrap.paired_difference`).
     """
     hookpoints = sorted({c.hookpoint for c, _ in coders})
     groups: dict[str, list[int]] = {}
