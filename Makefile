@@ -26,6 +26,7 @@ $(STAMP): requirements/cpu.lock requirements/no-deps.txt pyproject.toml
 circuits-env: $(CIRCUITS_STAMP)
 
 $(CIRCUITS_STAMP): requirements/circuits.lock
+	rm -rf $(CIRCUITS_VENV)
 	$(PYTHON) -m venv $(CIRCUITS_VENV)
 	$(CIRCUITS_VENV)/bin/python -m pip install -q --upgrade pip
 	$(CIRCUITS_VENV)/bin/python -m pip install -q --no-deps -r requirements/circuits.lock
