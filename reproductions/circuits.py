@@ -122,12 +122,15 @@ def run(preset: Preset, out: Path, work: Path, prompts: dict[str, str] = PROMPTS
     draw({arch: graphs / f"{arch}-{first}.json" for arch in preset.architectures},
          scores, out / "circuits.png")
 
+    fvu = {a: manifest["architectures"][a]["fvu"] for a in preset.architectures}
     results = {
         "preset": preset.to_dict(),
         "run_dir": str(run_dir),
-        "fvu": {a: manifest["architectures"][a]["fvu"] for a in preset.architectures},
+        "fvu": fvu,
         "export_max_relative_error": max(max(e.values()) for e in errors.values()),
         "attribution": ATTRIBUTION,
+        "fidelity": fidelity(scores, fvu),
+        "per_prompt": per_prompt(scores),
         "scores": scores,
         "versions": manifest.get("versions"),
         "hardware": manifest.get("hardware"),
@@ -143,35 +146,49 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def report(results: dict) -> str:
-    """The fidelity table of circuits.md."""
-    lines = [
-        "## Attribution graphs: transcoders vs skip transcoders\n",
-        f"{results['preset']['description']} circuit-tracer reproduces every exported "
-        f"transcoder to {results['export_max_relative_error']:.1e} relative error.\n",
-        "| architecture | mean FVU (30 MLPs) | replacement score | completeness score "
-        "| top-token agreement (held-out) | prompts whose top token the replacement model keeps |",
-        "|---|---|---|---|---|---|",
+def fidelity(scores: dict, fvu: dict) -> list[dict]:
+    """One row per architecture: the means over prompts (and over MLPs for FVU)."""
+    rows = []
+    for arch, s in scores.items():
+        prompts = list(s["prompts"].values())
+        rows.append({
+            "architecture": arch,
+            "mean FVU (all MLPs)": _mean(list(fvu[arch].values())),
+            "replacement score": _mean([p["replacement_score"] for p in prompts]),
+            "completeness score": _mean([p["completeness_score"] for p in prompts]),
+            "top-token agreement (held-out)": s["heldout_top_token_agreement"],
+            "prompts' top token kept": f"{sum(p['top_token_agrees'] for p in prompts)}/{len(prompts)}",
+        })
+    return rows
+
+
+def per_prompt(scores: dict) -> list[dict]:
+    """One row per architecture and prompt."""
+    return [
+        {"architecture": arch, "prompt": p["prompt"], "model's next token": repr(p["model_top_token"]),
+         "replacement's": repr(p["replacement_top_token"]), "replacement score": p["replacement_score"],
+         "completeness score": p["completeness_score"], "pruned nodes": p["pruned_nodes"],
+         "attribution s": p["attribution_s"]}
+        for arch, s in scores.items() for p in s["prompts"].values()
     ]
-    for arch, s in results["scores"].items():
-        prompts = s["prompts"].values()
-        fvu = results["fvu"][arch]
-        mean_fvu = _mean(list(fvu.values())) if isinstance(fvu, dict) else fvu
-        lines.append(
-            f"| {arch} | {mean_fvu:.3f} | {_mean([p['replacement_score'] for p in prompts]):.3f} "
-            f"| {_mean([p['completeness_score'] for p in prompts]):.3f} "
-            f"| {s['heldout_top_token_agreement']:.3f} "
-            f"| {sum(p['top_token_agrees'] for p in prompts)}/{len(prompts)} |"
-        )
-    lines += ["", "| architecture | prompt | model's next token | replacement's | "
-              "replacement score | completeness score | pruned nodes |", "|---|---|---|---|---|---|---|"]
-    for arch, s in results["scores"].items():
-        for p in s["prompts"].values():
-            lines.append(
-                f"| {arch} | {p['prompt']} | `{p['model_top_token']}` | `{p['replacement_top_token']}` "
-                f"| {p['replacement_score']:.3f} | {p['completeness_score']:.3f} | {p['pruned_nodes']} |"
-            )
+
+
+def _markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    for row in rows:
+        lines.append("| " + " | ".join(
+            f"{v:.3f}" if isinstance(v, float) else str(v).replace("|", "\\|") for v in row.values()) + " |")
     return "\n".join(lines) + "\n"
+
+
+def report(results: dict) -> str:
+    """circuits.md: both tables."""
+    return (
+        "## Attribution graphs: transcoders vs skip transcoders\n\n"
+        f"{results['preset']['description']} circuit-tracer reproduces every exported "
+        f"transcoder to {results['export_max_relative_error']:.1e} relative error.\n\n"
+        + _markdown(results["fidelity"]) + "\n" + _markdown(results["per_prompt"])
+    )
 
 
 @click.command()
