@@ -4,7 +4,6 @@ second environment (`make circuits-env`), must compute what the plugin's coders 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -144,3 +143,18 @@ def test_exports_of_an_embedded_run_match_on_real_activations(embedded_run, tmp_
     assert set(errors) == {f"{a}/layers.6.mlp" for a in archs}
     for key, errs in errors.items():
         assert max(errs.values()) < TOLERANCE, (key, errs)
+
+
+def test_a_pretrained_import_exports_with_its_manifests_model(sparsify_dir, tmp_path):
+    """`--pretrained` imports link the hub's files into the plugin's layout and record
+    the model in manifest.json; the export follows the links and names that model."""
+    run = tmp_path / "pretrained-abc"
+    for name in ("cfg.json", "sae.safetensors"):
+        (run / "skip-transcoder" / "layers.0.mlp").mkdir(parents=True, exist_ok=True)
+        (run / "skip-transcoder" / "layers.0.mlp" / name).symlink_to(
+            sparsify_dir / "skip-transcoder" / "layers.0.mlp" / name)
+    (run / "manifest.json").write_text(json.dumps({"config": {"model": "meta-llama/Llama-3.2-1B"}}))
+    record = export(run, "circuit-tracer", tmp_path / "ct")
+    assert record["model"] == "meta-llama/Llama-3.2-1B"
+    assert record["exported"]["skip-transcoder"]["layers"] == [0]
+    assert record["exported"]["skip-transcoder"]["complete_set"]

@@ -13,9 +13,11 @@ from transcoders.cli import main
 def one_line_error(result) -> str:
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
+    # Progress bars of model loading may precede it on stderr; the error is one line.
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert result.output.rstrip().endswith(errors[0]), result.output
+    return errors[0]
 
 
 def save(tmp_path, arch: str):
@@ -53,3 +55,21 @@ def test_circuit_tracer_refuses_non_mlp_hookpoints(tmp_path):
         tmp_path / "run" / "transcoder" / "layers.0.self_attn")
     line = one_line_error(CliRunner().invoke(main, ["export", str(tmp_path / "run"), "--to", "circuit-tracer", str(tmp_path / "out")]))
     assert "MLPs only" in line
+
+
+@probe("export", "`--verify` without the second environment", "one-line error naming `make circuits-env`")
+def test_verify_without_the_circuits_env(tmp_path, monkeypatch):
+    run = save(tmp_path, "transcoder")
+    monkeypatch.setenv("TRANSCODERS_CIRCUITS_PYTHON", str(tmp_path / "no-such-python"))
+    result = CliRunner().invoke(main, ["export", str(run), "--to", "circuit-tracer", str(tmp_path / "out"),
+                                       "--model", "embedded", "--verify"])
+    assert "make circuits-env" in one_line_error(result)
+
+
+@probe("export", "`--verify` with a `--model` the coders were not trained on", "one-line error naming `--model`")
+def test_verify_with_the_wrong_model(tmp_path, tiny_lm_dir):
+    run = save(tmp_path, "transcoder")  # width 16; the tiny Llama's MLPs are 32 wide
+    result = CliRunner().invoke(main, ["export", str(run), "--to", "circuit-tracer", str(tmp_path / "out"),
+                                       "--model", str(tiny_lm_dir), "--verify"])
+    line = one_line_error(result)
+    assert "--model" in line and "width 16" in line

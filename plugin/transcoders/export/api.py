@@ -185,13 +185,13 @@ def _readme(record: dict) -> str:
 
 def circuits_python() -> Path:
     """The interpreter of the environment circuit-tracer and SAELens live in."""
-    if env := os.environ.get(CIRCUITS_PYTHON_ENV):
-        return Path(env)
+    chosen = os.environ.get(CIRCUITS_PYTHON_ENV)
     repo = Path(__file__).resolve().parents[3]
-    python = repo / ".venv-circuits" / "bin" / "python"
+    python = Path(chosen) if chosen else repo / ".venv-circuits" / "bin" / "python"
     if not python.is_file():
+        named = f"{CIRCUITS_PYTHON_ENV}={chosen}" if chosen else str(python)
         raise CircuitsEnvMissing(
-            f"{python} is missing: circuit-tracer and SAELens need their own "
+            f"{named} is missing: circuit-tracer and SAELens need their own "
             f"environment; build it with `make circuits-env` (or point "
             f"{CIRCUITS_PYTHON_ENV} at a Python that has them)"
         )
@@ -231,6 +231,7 @@ def verify(export_dir: str | Path, input_ids: torch.Tensor | None = None) -> dic
     """
     from ..data import load_corpus, load_model, tokenize
 
+    circuits_python()  # fail before loading the model if the target can't run
     export_dir = Path(export_dir)
     record = json.loads((export_dir / EXPORT_FILE).read_text())
     source = read_source(record["source"], record["model"])
@@ -249,6 +250,12 @@ def verify(export_dir: str | Path, input_ids: torch.Tensor | None = None) -> dic
         ckpt = by_key[key]
         x = acts[ckpt.hookpoint][ckpt.architecture.reads].flatten(0, 1)
         coder = ckpt.load("cpu")
+        if x.shape[-1] != coder.d_in:
+            raise ExportError(
+                f"{ckpt.path} reads width {coder.d_in}, but '{source.model}' gives "
+                f"{ckpt.hookpoint} width {x.shape[-1]}; pass the model it was trained "
+                "on with --model"
+            )
         top = coder.encode(x)
         latents = torch.zeros(x.shape[0], coder.num_latents).scatter_(-1, top.top_indices, top.top_acts)
         inputs[key] = x

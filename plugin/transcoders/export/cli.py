@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .api import FORMATS, TOLERANCE, export, verify
+from .api import FORMATS, TOLERANCE, circuits_python, export, verify
 from .source import ExportError
 
 
@@ -35,16 +35,18 @@ def export_command(run: Path, to: str, out: Path, architectures: tuple[str, ...]
     (its transcoders cannot be top-k). OUT/README.md and OUT/export.json name the
     source run, model and hookpoints. See docs/guides/circuits.md.
     """
+    if check:
+        circuits_python()  # before writing anything
     record = export(run, to, out, architectures=list(architectures) or None,
                     model=model, overwrite=overwrite)
+    errors = verify(out) if check else None
     for arch, info in record["exported"].items():
         click.echo(f"{arch}: {len(info['coders'])} coder(s) -> {out / arch}")
     for arch, reason in record["skipped"].items():
         click.echo(f"{arch}: not exported ({reason})")
-    if check:
-        errors = verify(out)
+    if errors is not None:
         worst = max(max(e.values()) for e in errors.values())
-        click.echo(f"{to} reproduces every coder to {worst:.2e} relative error")
         if worst > TOLERANCE:
             raise ExportError(f"{to} does not reproduce the coders of {run} "
                               f"(relative error {worst:.2e} > {TOLERANCE})")
+        click.echo(f"{to} reproduces every coder to {worst:.2e} relative error")

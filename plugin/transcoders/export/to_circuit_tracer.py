@@ -61,18 +61,19 @@ def write(checkpoints: list[Checkpoint], out: Path, model: str | None, scan: str
     if len(layers) != len(checkpoints):
         raise ExportError(f"{checkpoints[0].path.parent}: two coders for one MLP layer")
     ks = {c.config().k for c in checkpoints}
-    widths = {c.load("cpu").num_latents for c in checkpoints}
+    files, widths = [], set()
+    for layer, ckpt in sorted(layers.items()):
+        tensors = layer_tensors(ckpt)
+        widths.add(tensors["W_enc"].shape[0])
+        name = f"layer_{layer}.safetensors"
+        with atomic_path(out / name) as tmp:
+            save_file(tensors, str(tmp))
+        files.append(name)
     if len(ks) != 1 or len(widths) != 1:
         raise ExportError(
             f"{checkpoints[0].path.parent}: layers differ in k {sorted(ks)} or latents "
             f"{sorted(widths)}; a circuit-tracer TranscoderSet needs them equal"
         )
-    files = []
-    for layer, ckpt in sorted(layers.items()):
-        name = f"layer_{layer}.safetensors"
-        with atomic_path(out / name) as tmp:
-            save_file(layer_tensors(ckpt), str(tmp))
-        files.append(name)
     complete = sorted(layers) == list(range(max(layers) + 1))
     config = {
         "model_kind": "transcoder_set",
