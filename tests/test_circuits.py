@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
+import subprocess
 
 import pytest
 
@@ -39,3 +41,21 @@ def test_circuits_on_the_tiny_model(tiny_lm_dir, tiny_corpus_dir, tmp_path):
     assert len(listed["graphs"]) == 4
     assert (tmp_path / "out" / "circuits.png").stat().st_size > 10_000
     assert "skip-transcoder" in (tmp_path / "out" / "circuits.md").read_text()
+
+    # circuit-tracer's own server hands its frontend the graph and the graph list.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = (
+        "import sys, urllib.request\n"
+        "from circuit_tracer.frontend.local_server import serve\n"
+        "server = serve(sys.argv[1], port=int(sys.argv[2]))\n"
+        "for path in ('graph_data/graph-metadata.json', 'graph_data/transcoder-sonnet.json', 'index.html'):\n"
+        "    with urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[2]}/{path}') as r:\n"
+        "        print(path, r.status, len(r.read()))\n"
+        "server.stop()\n"
+    )
+    done = subprocess.run([str(circuits_python()), "-c", script, str(tmp_path / "out" / "graphs"), str(port)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[1] for line in done.stdout.splitlines()] == ["200"] * 3
