@@ -26,16 +26,17 @@ from pathlib import Path
 
 import click
 from safetensors.torch import save_file
+from transformers import AutoTokenizer
 
 from transcoders.atomic import write_json, write_text
-from transcoders.data import load_corpus, load_model, tokenize
+from transcoders.data import load_corpus, tokenize
 from transcoders.data.model import embedded_model_dir
 from transcoders.export import export, verify
 from transcoders.export.api import circuits_python
 
 from . import presets
-from .presets import Preset
 from .circuits_figure import draw
+from .presets import Preset
 from .stages import Stages, config_key, train_stage
 
 PROMPTS = {
@@ -87,14 +88,12 @@ def run(preset: Preset, out: Path, work: Path, prompts: dict[str, str] = PROMPTS
     export_dir = work / f"circuit-tracer-{run_dir.name}"
     if not (export_dir / "export.json").is_file():
         export(run_dir, "circuit-tracer", export_dir)
-    model, tokenizer = load_model(preset.model)
-    rows = tokenize(load_corpus(preset.dataset, "eval"), tokenizer, ctx_len=64,
-                    max_tokens=HELDOUT_TOKENS, seed=preset.seed)
+    source = embedded_model_dir() if preset.model == "embedded" else Path(preset.model)
+    rows = tokenize(load_corpus(preset.dataset, "eval"), AutoTokenizer.from_pretrained(source),
+                    ctx_len=64, max_tokens=HELDOUT_TOKENS, seed=preset.seed)
     heldout = rows[:]["input_ids"]
     errors = verify(export_dir, heldout)
-    del model
 
-    source = embedded_model_dir() if preset.model == "embedded" else Path(preset.model)
     spec = {
         "model": str(transformers4_model_dir(source, work / "model-transformers4")),
         "sets": {arch: str(export_dir / arch) for arch in preset.architectures},
@@ -105,13 +104,16 @@ def run(preset: Preset, out: Path, work: Path, prompts: dict[str, str] = PROMPTS
     }
     save_file({"input_ids": heldout.contiguous()}, spec["heldout"])
     scores_file = Path(spec["out"]) / "scores.json"
-    if not scores_file.is_file():
+
+    def attribute() -> None:
         write_json(work / "circuits-spec.json", spec)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1] / "plugin"), str(Path(__file__).resolve().parents[1])]),
-            "HF_HUB_OFFLINE": "1"}
+        repo = Path(__file__).resolve().parents[1]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1",
+               "PYTHONPATH": os.pathsep.join([str(repo / "plugin"), str(repo)])}
         subprocess.run([str(circuits_python()), "-m", "reproductions.circuits_graphs",
                         str(work / "circuits-spec.json")], env=env, check=True)
+
+    stages.run("attribution", config_key(spec), scores_file.is_file, attribute)
     scores = json.loads(scores_file.read_text())
 
     graphs = out / "graphs"

@@ -24,6 +24,7 @@ from circuit_tracer.utils.create_graph_files import create_graph_files
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from transcoders.atomic import write_json
 from transcoders.export.target import load_transcoder_set
 
 
@@ -97,7 +98,7 @@ def main(spec_file: str) -> None:
             print(f"{arch} {slug}: replacement {replacement:.3f}, completeness "
                   f"{completeness:.3f}, {wall:.0f} s", flush=True)
         del model
-    (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    write_json(out / "scores.json", scores)  # last: marks the stage finished
 
 
 if __name__ == "__main__":
