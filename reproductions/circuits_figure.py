@@ -82,4 +82,4 @@ def draw(graph_files: dict[str, Path], scores: dict, png: Path) -> None:
                    f"{len(graph['nodes'])} nodes, {len(graph['links'])} edges after pruning")
     axes[0].legend(loc="center left", fontsize=7)
     with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=130)
+        fig.savefig(tmp, format="png", dpi=100)
