@@ -28,7 +28,9 @@ import click
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
+from transcoders import runlock
 from transcoders.atomic import write_json, write_text
+from transcoders.cli import one_line_errors
 from transcoders.data import load_corpus, tokenize
 from transcoders.data.model import embedded_model_dir
 from transcoders.export import export, verify
@@ -82,6 +84,11 @@ def transformers4_model_dir(source: Path, dest: Path) -> Path:
 def run(preset: Preset, out: Path, work: Path, prompts: dict[str, str] = PROMPTS) -> dict:
     """Train (cached), export, verify, attribute; returns what circuits.json holds."""
     start = time.perf_counter()
+    with runlock.hold(work):
+        return _run(preset, out, work, prompts, start)
+
+
+def _run(preset: Preset, out: Path, work: Path, prompts: dict[str, str], start: float) -> dict:
     stages = Stages(work)
     run_dir = train_stage(stages, preset)
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -114,7 +121,7 @@ def run(preset: Preset, out: Path, work: Path, prompts: dict[str, str] = PROMPTS
         subprocess.run([str(circuits_python()), "-m", "reproductions.circuits_graphs",
                         str(work / "circuits-spec.json")], env=env, check=True)
 
-    stages.run("attribution", config_key(spec), scores_file.is_file, attribute)
+    stages.run("attribution", config_key(spec), scores_file, attribute)
     scores = json.loads(scores_file.read_text())
 
     graphs = out / "graphs"
@@ -196,14 +203,16 @@ def report(results: dict) -> str:
 
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("reproductions/results/embedded/circuits"), show_default=True,
-              help="Where the graphs, picture and scores go.")
+              default=Path("runs/circuits/results"), show_default=True,
+              help="Where the graphs, picture and scores go (the committed copy: "
+                   "reproductions/results/embedded/circuits).")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/circuits"), show_default=True,
               help="Cache of the training run, export and attribution.")
 def main(out: Path, work: Path) -> None:
     """Attribution graphs with transcoders and skip transcoders on every MLP."""
-    results = run(presets.get("embedded-all-layers"), out, work)
+    with one_line_errors():
+        results = run(presets.get("embedded-all-layers"), out, work)
     click.echo(report(results))
     click.echo(f"Wrote {out}; browse with: circuit-tracer start-server --graph_file_dir {out / 'graphs'}")
 
