@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from transcoders import runlock
+from transcoders.cli import one_line_errors
 from transcoders.autointerp.config import SCORERS
 from transcoders.errors import UserError
 
@@ -117,7 +118,7 @@ def main(preset_name: str, layers_text: str | None, scorer: str, out: Path | Non
     Every preset value can be overridden, e.g. --train-tokens 50000; --hookpoints
     is replaced by --layers.
     """
-    try:
+    with one_line_errors():
         if options.get("hookpoints") is not None:
             raise UserError("--hookpoints is set by --layers here (layers.N.mlp)")
         preset = dataclasses.replace(presets.get(preset_name), **preset_overrides(options))
@@ -127,8 +128,6 @@ def main(preset_name: str, layers_text: str | None, scorer: str, out: Path | Non
         table = run(preset, layers, scorer, work)
         fig = plot(table, f"{preset.name}: {preset.model}, k={preset.k}")
         figures.write(fig, table, out / "layers.png", out / "layers.csv")
-    except UserError as err:
-        raise click.ClickException(str(err)) from err
     columns = ["architecture", "layer", "score", "score_low", "score_high", "shuffled", "delta_ce"]
     click.echo("\n" + table[columns].to_string(index=False, float_format="{:.4f}".format))
     click.echo(f"Wrote {out}/layers.png and layers.csv")

@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from transcoders import runlock
+from transcoders.cli import one_line_errors
 from transcoders.autointerp.config import SCORERS
 from transcoders.errors import UserError
 
@@ -108,7 +109,7 @@ def main(preset_name: str, ks_text: str, scorer: str, out: Path | None, work: Pa
     --k is replaced by --ks.
     """
     ks = _ks(ks_text)
-    try:
+    with one_line_errors():
         if options.get("k") is not None:
             raise UserError("--k is set per point of the sweep; use --ks instead")
         preset = dataclasses.replace(presets.get(preset_name), **preset_overrides(options))
@@ -117,8 +118,6 @@ def main(preset_name: str, ks_text: str, scorer: str, out: Path | None, work: Pa
         table = sweep(preset, ks, scorer, work)
         fig = plot(table, f"{preset.name}: {preset.model} {preset.hookpoints[0]}")
         figures.write(fig, table, out / "pareto.png", out / "pareto.csv")
-    except UserError as err:
-        raise click.ClickException(str(err)) from err
     columns = ["architecture", "k", "fvu", "delta_ce", "score", "score_low", "score_high"]
     click.echo("\n" + table[columns].to_string(index=False, float_format="{:.4f}".format))
     click.echo(f"Wrote {out}/pareto.png and pareto.csv")

@@ -17,9 +17,9 @@ import click
 import pandas as pd
 
 from transcoders import runlock
+from transcoders.cli import one_line_errors
 from transcoders.atomic import atomic_path, write_json, write_text
 from transcoders.autointerp import stats
-from transcoders.errors import UserError
 
 from . import presets
 from .presets import Preset
@@ -277,14 +277,12 @@ def main(preset_name: str, list_presets: bool, out: Path | None, work: Path | No
             for f in OVERRIDABLE:
                 click.echo(f"    {f.name} = {getattr(p, f.name)!r}")
         return
-    try:
+    with one_line_errors():
         preset = presets.get(preset_name)
         preset = dataclasses.replace(preset, **preset_overrides(options))
         out = out or preset.results_dir()
         work = work or preset.work_dir()
         results = run(preset, out, work, pretrained=pretrained)
-    except UserError as err:
-        raise click.ClickException(str(err)) from err
     click.echo("\n" + (out / "table1.md").read_text())
     click.echo(f"Wrote {out}/table1.md, table1.csv, results.json "
                f"({results['total_wall_time_s_this_invocation']:.0f} s this run)")

@@ -4,6 +4,8 @@ integration tests. Nothing here reaches the Hugging Face hub."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -101,3 +103,15 @@ def smoke_table1(tmp_path_factory) -> tuple[dict, Path]:
 
     root = tmp_path_factory.mktemp("smoke-table1")
     return table1.run(presets.get("smoke"), root / "out", root / "work"), root / "work"
+
+
+@pytest.fixture
+def shared_dir():
+    """A temporary folder `nobody` may enter (pytest's own is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="transcoders-probe-"))
+    path.chmod(0o755)
+    yield path
+    for sub in path.rglob("*"):
+        if sub.is_dir():
+            sub.chmod(0o755)
+    shutil.rmtree(path)

@@ -73,17 +73,22 @@ def test_figure_stages_keep_their_own_records_and_reuse_table1s(tmp_path):
     from reproductions.stages import Stages
 
     ran = []
-    Stages(tmp_path).run("train", "abc", lambda: True, lambda: ran.append("table1"))
+
+    def work(tag, output):
+        return lambda: (ran.append(tag), output.write_text(tag))
+
+    train_out, eval_out = tmp_path / "train.txt", tmp_path / "evaluate.txt"
+    Stages(tmp_path).run("train", "abc", train_out, work("table1", train_out))
     table1 = (tmp_path / "stages.json").read_text()
 
     sweep = figures.FigureStages(tmp_path, "pareto-k8")
-    assert sweep.run("train", "abc", lambda: True, lambda: ran.append("again"))  # cached
-    sweep.run("evaluate", "def", lambda: True, lambda: ran.append("evaluate"))
+    assert sweep.run("train", "abc", train_out, work("again", train_out))  # cached
+    sweep.run("evaluate", "def", eval_out, work("evaluate", eval_out))
     assert ran == ["table1", "evaluate"]
     assert (tmp_path / "stages.json").read_text() == table1  # table1's records untouched
     again = figures.FigureStages(tmp_path, "pareto-k8")
     assert set(again.records) == {"train", "evaluate"}
-    assert again.run("evaluate", "def", lambda: True, lambda: ran.append("twice"))
+    assert again.run("evaluate", "def", eval_out, work("twice", eval_out))
 
 
 def _valid_png(path) -> None:

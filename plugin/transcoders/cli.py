@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import click
 
 from . import architectures
@@ -12,20 +15,27 @@ from .evaluation.cli import evaluate_command
 from .training.cli import train_command
 
 
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Print errors the user can fix (bad input, permissions, a full disk) as click's
+    one-line `Error:`; bugs keep their traceback. Every command line uses it."""
+    try:
+        yield
+    except (UserError, DelphiMissingError) as err:
+        raise click.ClickException(str(err)) from err
+    except OSError as err:
+        user_error = file_system_error(err)
+        if user_error is None:
+            raise
+        raise click.ClickException(str(user_error)) from err
+
+
 class _Group(click.Group):
-    """Prints user errors, and file-system errors the user can fix (permissions, full
-    disk), as one line; bugs keep their traceback."""
+    """Runs every subcommand under `one_line_errors`."""
 
     def invoke(self, ctx: click.Context):
-        try:
+        with one_line_errors():
             return super().invoke(ctx)
-        except (UserError, DelphiMissingError) as err:
-            raise click.ClickException(str(err)) from err
-        except OSError as err:
-            user_error = file_system_error(err)
-            if user_error is None:
-                raise
-            raise click.ClickException(str(user_error)) from err
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

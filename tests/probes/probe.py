@@ -10,7 +10,9 @@ string literals), so the page cannot claim an answer that no test checks.
 
 from __future__ import annotations
 
-from typing import Callable
+import os
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import pytest
 
@@ -18,3 +20,17 @@ import pytest
 def probe(command: str, tried: str, answer: str) -> Callable:
     """Record what a user ran (`command`, `tried`) and what they now get (`answer`)."""
     return pytest.mark.probe(command=command, tried=tried, answer=answer)
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Act as `nobody` while inside, when running as root (for whom permissions are
+    no obstacle), so a read-only directory really refuses writes."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)

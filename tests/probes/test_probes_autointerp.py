@@ -8,15 +8,13 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from kill_at import killed
 from probe import probe
 
 from tests.autointerp.local_server import Server, Silent, completion
@@ -24,14 +22,11 @@ from tests.autointerp.tiny_autointerp import cli_args, tiny_options, tiny_world
 
 pytest.importorskip("delphi")
 
-import transcoders  # noqa: E402
 from transcoders import runlock  # noqa: E402
 from transcoders.autointerp import cache, pipeline, state  # noqa: E402
 from transcoders.autointerp.config import AutointerpConfig  # noqa: E402
 from transcoders.cli import main  # noqa: E402
 from transcoders.errors import UserError  # noqa: E402
-
-KILL_AT = Path(__file__).parents[1] / "autointerp" / "kill_at.py"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -277,14 +272,9 @@ def test_second_writer_is_refused(world, reference, tmp_path):
 
 
 def killed_run(world, options: dict, function: str, n: int) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(transcoders.__file__).parents[1]),
-                                          os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, str(KILL_AT), function, str(n), str(world[1]), json.dumps(options)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    module, _, attr = function.rpartition(".")
+    killed(f"{module}:{attr}", n, "transcoders", ["autointerp", str(world[1]), *cli_args(options)],
+           env={"OMP_NUM_THREADS": "1"})
 
 
 @probe("autointerp", "`kill -9` while caching latents, then the same command",

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,7 @@ from transcoders.training import TrainingConfig
 from transcoders.validation import ConfigError
 
 from conftest import tiny_llama, tiny_tokenizer
-from probe import probe
+from probe import probe, unprivileged
 
 MLP = "layers.1.mlp"
 # Small enough that a tiny-model run gets past every range check quickly.
@@ -312,32 +310,6 @@ def test_a_width_from_the_expansion_factor_alone_is_complete(tmp_path):
 
 
 # --- outputs that cannot be written ---------------------------------------------
-
-
-@contextmanager
-def unprivileged():
-    """Act as `nobody` while inside, when running as root (for whom permissions are
-    no obstacle), so a read-only directory really refuses writes."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-
-
-@pytest.fixture
-def shared_dir():
-    """A temporary folder `nobody` may enter (pytest's own is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="transcoders-probe-"))
-    path.chmod(0o755)
-    yield path
-    for sub in path.rglob("*"):
-        if sub.is_dir():
-            sub.chmod(0o755)
-    shutil.rmtree(path)
 
 
 @probe("train", "`--out` inside a read-only directory",

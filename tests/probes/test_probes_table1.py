@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from probe import probe
+from kill_at import killed
+from probe import probe, unprivileged
 
 from reproductions import presets, table1
 from transcoders import runlock
@@ -101,15 +102,6 @@ def test_edited_evaluation_is_recomputed(smoke_table1, tmp_path, capsys):
     _same_numbers(again, results)
 
 
-KILL_IN_EVALUATE = """
-import os, sys
-import transcoders.evaluation as evaluation
-evaluation.evaluate = lambda cfg: os.kill(os.getpid(), 9)
-from reproductions import table1
-table1.main(sys.argv[1:])
-"""
-
-
 @pytest.mark.integration
 @probe("table1", "killed (SIGKILL) between training and evaluation; run from outside the repository",
        "the rerun reuses the training and gives the uninterrupted table")
@@ -117,13 +109,11 @@ def test_kill_between_stages_then_rerun_from_anywhere(smoke_table1, tmp_path):
     results, _ = smoke_table1
     outside = tmp_path / "elsewhere"
     outside.mkdir()
+    args = ["--preset", "smoke"]
+    killed("transcoders.evaluation:evaluate", 1, "reproductions.table1", args, cwd=outside)
+
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)  # the installed package must be enough
-    args = ["--preset", "smoke"]
-    killed = subprocess.run([sys.executable, "-c", KILL_IN_EVALUATE, *args], cwd=outside, env=env,
-                            capture_output=True, text=True)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-
     done = subprocess.run([sys.executable, "-m", "reproductions.table1", *args], cwd=outside,
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -132,3 +122,12 @@ def test_kill_between_stages_then_rerun_from_anywhere(smoke_table1, tmp_path):
     assert {p.name for p in outside.iterdir()} == {"runs"}
     rerun = json.loads((outside / "runs/smoke/results/results.json").read_text())
     _same_numbers(rerun, results)
+
+
+@probe("table1", "`--work` inside a read-only directory", "one-line error naming the folder: permission denied")
+def test_unwritable_work_is_one_line(shared_dir):
+    locked = shared_dir / "locked"
+    locked.mkdir(mode=0o555)
+    with unprivileged():
+        result = _cli("--preset", "smoke", "--work", str(locked / "work"))
+    _one_line_error(result, str(locked / "work"), "permission denied")

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from kill_at import killed
 from probe import probe
 from safetensors.torch import load_file
 
@@ -27,29 +25,6 @@ from transcoders.runlock import hold
 
 ARCHS = ("sae", "transcoder")
 HOOKPOINT = "layers.1.mlp"
-
-# Runs `transcoders ARGS...` with `MODULE.ATTR` replaced by a wrapper that SIGKILLs
-# the process at its Nth call (argv: MODULE ATTR N ARGS...).
-KILLER = """
-import importlib, os, signal, sys
-module, attr, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-from transcoders.cli import main
-owner = importlib.import_module(module)
-*path, name = attr.split(".")
-for part in path:
-    owner = getattr(owner, part)
-real = getattr(owner, name)
-calls = 0
-def dying(*args, **kwargs):
-    global calls
-    calls += 1
-    if calls == n:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(*args, **kwargs)
-setattr(owner, name, dying)
-main(sys.argv[4:], prog_name="transcoders")
-"""
-
 
 def train_args(out: Path, model_dir: Path, corpus_dir: Path, *extra: str) -> list[str]:
     """Two architectures (so activations are recorded and replayed), 6 steps each,
@@ -92,14 +67,7 @@ def uninterrupted(tmp_path_factory, tiny_lm_dir, tiny_corpus_dir) -> Path:
 def kill_then_resume(out: Path, model_dir: Path, corpus_dir: Path, target: str, nth: int) -> dict:
     """Kill `transcoders train` at the `nth` call of `target`; return the manifest
     it left behind, after checking `--resume` finishes the run."""
-    module, attr = target.split(":")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLER, module, attr, str(nth),
-         *train_args(out, model_dir, corpus_dir)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    killed(target, nth, "transcoders", train_args(out, model_dir, corpus_dir))
     left = manifest(out) if (out / "manifest.json").exists() else {}
     result = run_cli(train_args(out, model_dir, corpus_dir, "--resume"))
     assert result.exit_code == 0, result.output
