@@ -57,7 +57,7 @@ def _dead_label(tokens: int, window: str) -> str:
 def build_table(model: str, evaluation: dict, summary: dict | None) -> pd.DataFrame:
     """One row per (hookpoint, architecture): splice metrics, dead latents over the
     evaluation tokens and over the (larger) autointerp cache, the fraction of live
-    latents eligible for autointerp, then each scorer's headline score, its
+    and of all latents eligible for autointerp, then each scorer's headline score, its
     shuffled-explanation control and their difference paired by latent, with 95% CIs,
     and the Spearman correlation of firing frequency with the score."""
     groups = {
@@ -85,6 +85,7 @@ def build_table(model: str, evaluation: dict, summary: dict | None) -> pd.DataFr
             row["eligible % of live"] = (
                 100 * c["eligible_fraction"] if c and c["eligible_fraction"] is not None else None
             )
+            row["eligible % of all"] = 100 * c["eligible_fraction_of_all"] if c else None
         for scorer in scorers:
             g = groups.get((arch, hp, scorer), {})
             row[scorer] = _group_ci(g, "")

@@ -215,6 +215,7 @@ def test_table_reports_dead_window_eligibility_and_matched_unpaired_differences(
     assert table.loc["transcoder", "dead % (8,192 evaluation tokens)"] == 50
     assert table.loc["transcoder", "dead % (65,536 autointerp tokens)"] == pytest.approx(37.5)
     assert table.loc["sae", "eligible % of live"] == pytest.approx(100 * 50 / 60)
+    assert table.loc["sae", "eligible % of all"] == pytest.approx(100 * 50 / 64)
     assert table.loc["sae", "embedding Spearman(frequency, score)"] == pytest.approx(1.0)
     assert table.loc["sae", "embedding real − shuffled (paired by latent)"].startswith("0.1")
     pairs = table1.comparisons(evaluation, summary)

@@ -645,7 +645,7 @@ def summarise(df: pd.DataFrame, cfg: AutointerpConfig) -> dict:
 
 def _latent_counts(df: pd.DataFrame) -> list[dict]:
     """Per (architecture, hookpoint), from the cache: latents, the tokens cached, dead
-    (never fired on them), and eligible for sampling among the live."""
+    (never fired on them), and eligible for sampling, among the live and among all."""
     if df.empty:
         return []
     out = []
@@ -657,6 +657,7 @@ def _latent_counts(df: pd.DataFrame) -> list[dict]:
             "cache_tokens": int(first["cache_tokens"]), "live": live,
             "dead_fraction": 1 - live / n, "eligible": eligible,
             "eligible_fraction": eligible / live if live else None,
+            "eligible_fraction_of_all": eligible / n,
         })
     return out
 
