@@ -181,7 +181,11 @@ def evaluate_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
 
     cfg = eval_config(preset, run_dir)
     key = config_key({"run": run_dir.name, **cfg.__dict__, "run_dir": None})
-    stages.run("evaluate", key, run_dir / RESULTS_JSON, lambda: evaluate(cfg))
+    output = run_dir / RESULTS_JSON
+    # An evaluation written before per-row statistics were recorded has no "rows"
+    # for the paired bootstrap: evaluate again.
+    stages.run("evaluate", key, output, lambda: evaluate(cfg),
+               lambda: "rows" in json.loads(output.read_text()))
     return json.loads((run_dir / RESULTS_JSON).read_text())
 
 

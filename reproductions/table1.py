@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from transcoders import runlock
 from transcoders.cli import one_line_errors
 from transcoders.atomic import atomic_path, write_json, write_text
 from transcoders.autointerp import stats
+from transcoders.evaluation import bootstrap
 
 from . import presets
 from .presets import Preset
@@ -40,6 +42,22 @@ def _ci(value, low, high) -> str:
     if value is None:
         return "n/a"
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _splice_ci(diff: float, low: float, high: float) -> str:
+    """A paired splice-metric difference; no interval from a single document."""
+    if math.isnan(low):
+        return f"{diff:.4f} [n/a: one document]"
+    return f"{diff:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def splice_ci_label(evaluation: dict) -> str:
+    """What the FVU, ΔCE and KL intervals of `comparisons` resample."""
+    return (
+        "FVU, ΔCE and KL: difference [95% CI], " + bootstrap.describe(evaluation)
+        + " (every architecture evaluated on the same sequences; whole documents "
+        "resampled)."
+    )
 
 
 def _group_ci(group: dict, prefix: str) -> str:
@@ -97,10 +115,11 @@ def build_table(model: str, evaluation: dict, summary: dict | None) -> pd.DataFr
 
 
 def comparisons(evaluation: dict, summary: dict | None) -> pd.DataFrame:
-    """transcoder − SAE and skip − transcoder: splice metrics as point differences;
-    autointerp headline differences, raw and frequency-matched, each with a 95% CI
-    from an unpaired bootstrap over latents (the architectures' latents are different
-    ones)."""
+    """transcoder − SAE and skip − transcoder: splice-metric differences with CIs
+    from a paired bootstrap over held-out sequences clustered by document
+    (`splice_ci_label`); autointerp headline differences, raw and frequency-matched,
+    each with a CI from an unpaired bootstrap over latents (the architectures' latents
+    are different ones)."""
     by_arch = {
         (r["architecture"], r["hookpoint"]): r
         for r in evaluation["results"]
@@ -116,8 +135,10 @@ def comparisons(evaluation: dict, summary: dict | None) -> pd.DataFrame:
             if (b, hp) not in by_arch:
                 continue
             row = {"comparison": f"{a} − {b}", "hookpoint": hp}
-            for key in ("fvu", "delta_ce", "kl"):
-                row[EVAL_COLUMNS[key]] = by_arch[(a, hp)][key] - by_arch[(b, hp)][key]
+            for key in bootstrap.METRICS:
+                row[EVAL_COLUMNS[key]] = _splice_ci(
+                    *bootstrap.paired_difference(evaluation, a, b, hp, key)
+                )
             for (x, y, chp, scorer), c in sorted(found.items()):
                 if chp != hp or {x, y} != {a, b}:
                     continue
@@ -147,7 +168,7 @@ COMPARISON_NOTE = (
     "architectures' pooled frequencies), the architectures compared within each bin "
     "and the bin differences averaged with the pooled bin counts as weights; bins "
     "where either has fewer than 2 latents are left out (the share of latents kept is "
-    "given). Only real − shuffled above is paired (same latents).\n"
+    "given). Real − shuffled in the table above is paired by latent (same latents).\n"
 )
 
 
@@ -194,6 +215,7 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
         "total_wall_time_s_this_invocation": time.perf_counter() - start,
         "table": table.to_dict(orient="records"),
         "comparisons": pairs.to_dict(orient="records"),
+        "comparisons_splice_ci": splice_ci_label(evaluation),
         "evaluation": evaluation,
         "autointerp": summary,
         "control_warnings": warnings,
@@ -208,6 +230,7 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
         + "".join(f"\n**Control warning**: {w}\n" for w in warnings)
         + "\n### Architecture comparisons\n\n"
         + to_markdown(pairs)
+        + f"\n{splice_ci_label(evaluation)}\n"
         + ("\n" + COMPARISON_NOTE if summary else "")
         + "\nStage wall times (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in stages.wall_times().items())

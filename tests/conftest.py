@@ -54,6 +54,16 @@ def tiny_llama(vocab_size: int = 257, seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(cfg).eval()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: small models run several times faster so
+    when the cores are shared (thread barriers wait on preempted peers)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory) -> Path:
     """A tiny random Llama and its tokenizer saved as an ordinary local model dir."""

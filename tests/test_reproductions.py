@@ -86,6 +86,17 @@ def test_smoke_preset_end_to_end_and_cached_rerun(smoke_table1, tmp_path):
     assert {r["comparison"] for r in results["comparisons"]} == {
         "transcoder − sae", "skip-transcoder − transcoder", "skip-transcoder − sae"
     }
+    # Two held-out sequences: from one play (no interval) or two.
+    label = results["comparisons_splice_ci"]
+    assert "paired bootstrap over 2 held-out sequences in" in label
+    for row in results["comparisons"]:
+        for column in ("FVU", "ΔCE", "KL"):
+            diff, interval = row[column].split(" [")
+            if "in 1 document" in label:
+                assert interval == "n/a: one document]"
+            else:
+                low, high = map(float, interval.rstrip("]").split(", "))
+                assert low <= float(diff) <= high
     for name in ("table1.md", "table1.csv", "results.json"):
         assert (work.parent / "out" / name).is_file()
     assert set(results["stage_wall_time_s"]) == {"train", "evaluate", "autointerp"}
@@ -93,6 +104,28 @@ def test_smoke_preset_end_to_end_and_cached_rerun(smoke_table1, tmp_path):
     again = table1.run(preset, tmp_path / "out2", work)
     assert again["total_wall_time_s_this_invocation"] < 30
     assert again["table"] == table
+
+
+def test_comparisons_give_paired_cis_for_splice_metrics():
+    """A constructed evaluation: the transcoder's KL is its SAE's plus 0.02 per
+    prediction on every sequence, so the paired interval is that shift exactly."""
+    rng = torch.Generator().manual_seed(0)
+    base = (torch.rand(12, generator=rng) * 10).double().tolist()
+
+    def result(arch, shift):
+        per_row = {"predictions": 10, "kl": [x + 10 * shift for x in base],
+                   "delta_nll": base, "sse": base, "target_ss": [2 * x for x in base]}
+        return {"architecture": arch, "hookpoint": "h", "per_row": per_row}
+
+    evaluation = {"results": [result("sae", 0.0), result("transcoder", 0.02)],
+                  "rows": {"count": 12, "documents": [0] * 6 + [1] * 6}}  # fmt: skip
+    (row,) = table1.comparisons(evaluation, None).to_dict(orient="records")
+    assert row["comparison"] == "transcoder − sae"
+    assert row["KL"] == "0.0200 [0.0200, 0.0200]"
+    assert row["FVU"] == "0.0000 [0.0000, 0.0000]"
+    assert "paired bootstrap over 12 held-out sequences in 2 documents" in (
+        table1.splice_ci_label(evaluation)
+    )
 
 
 def _hub_repo(cache, repo, folders: dict[str, SparseCoder]):
@@ -207,10 +240,14 @@ def test_table_reports_dead_window_eligibility_and_matched_unpaired_differences(
     assert counts["transcoder"]["eligible_fraction"] == pytest.approx(0.5)
 
     def result(arch, fvu):
+        per_row = {"sse": [fvu, fvu], "target_ss": [1.0, 1.0], "delta_nll": [0.1, 0.1],
+                   "kl": [0.1, 0.1], "predictions": 1}
         return {"architecture": arch, "hookpoint": "h", "fvu": fvu, "delta_ce": 0.1, "kl": 0.1,
-                "loss_recovered": 0.9, "l0": 32, "dead_fraction": 0.5, "tokens": 8192}
+                "loss_recovered": 0.9, "l0": 32, "dead_fraction": 0.5, "tokens": 8192,
+                "per_row": per_row}
 
-    evaluation = {"tokens": 8192, "results": [result("sae", 0.4), result("transcoder", 0.5)]}
+    evaluation = {"tokens": 8192, "rows": {"count": 2, "documents": [0, 1]},
+                  "results": [result("sae", 0.4), result("transcoder", 0.5)]}
     table = table1.build_table("m", evaluation, summary).set_index("architecture")
     assert table.loc["transcoder", "dead % (8,192 evaluation tokens)"] == 50
     assert table.loc["transcoder", "dead % (65,536 autointerp tokens)"] == pytest.approx(37.5)

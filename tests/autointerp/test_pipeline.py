@@ -17,14 +17,7 @@ from transcoders.validation import ConfigError
 ARCHS = ("sae", "transcoder")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run several times faster on one thread when the cores are shared
-    (thread barriers wait on preempted peers); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from tiny_eval import D, MLP, random_coder, save_model_dir, save_run, write_corp
 from transcoders import architectures
 from transcoders.cli import main
 from transcoders.data import load_corpus, tokenize
-from transcoders.evaluation import EvalConfig, evaluate
+from transcoders.evaluation import EvalConfig, evaluate, paired_difference
 from transcoders.evaluation.evaluate import COLUMNS
 
 ARGS = ["--tokens", "256", "--batch-size", "4", "--device", "cpu"]
@@ -89,6 +89,22 @@ def test_evaluate_writes_files_and_prints_table(run, model_dir):
     assert list(csv.columns) == COLUMNS
     assert len(csv) == 4
     assert not list(run.glob(".evaluation*"))  # no temporary files left
+
+
+def test_evaluation_json_records_each_rows_document(tmp_path, model_dir):
+    """Twenty files, two held out: every row is labelled with one of the two, and
+    the paired bootstrap runs on the file as written."""
+    corpus = write_corpus(tmp_path / "corpus", files=20)
+    coders = {(arch, MLP): random_coder(arch) for arch in ["sae", "transcoder"]}
+    run = make_run(tmp_path / "run", model_dir, corpus, coders)
+    evaluate_cli(run, *ARGS)
+    report = strict_json(run / "evaluation.json")
+    assert report["rows"]["count"] == 16
+    assert sorted(set(report["rows"]["documents"])) == [0, 1]
+    diff, low, high = paired_difference(report, "transcoder", "sae", MLP, "fvu")
+    rows = {r["architecture"]: r for r in report["results"]}
+    assert diff == pytest.approx(rows["transcoder"]["fvu"] - rows["sae"]["fvu"])
+    assert low <= diff <= high
 
 
 def test_evaluate_agrees_with_a_hook_written_here(run, model_dir, corpus_dir):

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 from kill_at import killed
 from probe import probe
@@ -28,14 +27,7 @@ from transcoders.autointerp.config import AutointerpConfig  # noqa: E402
 from transcoders.cli import main  # noqa: E402
 from transcoders.errors import UserError  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run several times faster on one thread on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

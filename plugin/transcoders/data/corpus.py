@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from datasets import Dataset, load_dataset
 from sparsify.data import chunk_and_tokenize
 from transformers import PreTrainedTokenizerBase
@@ -140,10 +141,15 @@ def tokenize(
     ctx_len: int,
     max_tokens: int | None = None,
     seed: int = 0,
+    documents: bool = False,
 ) -> Dataset:
     """Chunk into `ctx_len`-token rows (sparsify's chunking), shuffled by `seed`,
     then keep the first `max_tokens // ctx_len` rows. Every caller with the same
-    arguments sees the same rows in the same order."""
+    arguments sees the same rows in the same order.
+
+    With `documents`, the rows also carry a `document` column where
+    `row_documents` can tell (outside the torch format: read it with
+    `rows.with_format(None)["document"]`)."""
     if len(corpus) == 0 or not any(t.strip() for t in corpus["text"]):
         raise CorpusError("The corpus is empty")
     try:
@@ -154,6 +160,9 @@ def tokenize(
         raise CorpusError(
             f"The corpus is shorter than one {ctx_len}-token sequence ({err})"
         ) from err
+    found = row_documents(rows, tokenizer) if documents else None
+    if found is not None:
+        rows = rows.add_column("document", found)
     rows = rows.shuffle(seed=seed)
     if max_tokens is not None:
         wanted = max_tokens // ctx_len
@@ -170,3 +179,35 @@ def tokenize(
             )
         rows = rows.select(range(wanted))
     return rows
+
+
+def row_documents(rows: Dataset, tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
+    """The document each unshuffled chunked row belongs to: the one holding the
+    row's first token, numbered in corpus order from 0.
+
+    sparsify's chunking puts an EOS token before each document, so documents are
+    counted by those separators; a row opening with BOS then EOS (tokenizers that
+    add a BOS) belongs to the document that EOS starts. Rows may span documents; the
+    first token decides. Documents with no token in a kept row are not counted (at
+    most one per 2,048-document tokenization batch), so the numbers may differ from
+    the corpus row index after that, but two rows share a number exactly when they
+    start in the same document. None when the separators cannot be recognised (a
+    tokenizer without an EOS token, or a first row not opening with one): then
+    every row is its own document.
+    """
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    if eos is None:
+        return None
+    documents, count = [], -1
+    for batch in rows.with_format("numpy", columns=["input_ids"]).iter(batch_size=1024):
+        ids = batch["input_ids"]
+        if count < 0 and eos not in ids[0, :2]:
+            return None
+        cumulative = count + np.cumsum(ids == eos).reshape(ids.shape)
+        first = cumulative[:, 0]
+        if ids.shape[1] > 1:
+            opens_with_bos = (ids[:, 0] == bos) & (ids[:, 1] == eos)
+            first = np.where(opens_with_bos, cumulative[:, 1], first)
+        documents.extend(first.tolist())
+        count = int(cumulative[-1, -1])
+    return documents

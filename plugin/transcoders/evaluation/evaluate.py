@@ -133,9 +133,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     check_hookpoints(model, found, cfg.model)
     corpus = load_corpus(cfg.dataset, split="eval", hf_split=cfg.eval_split)
     rows = tokenize(
-        corpus, tokenizer, ctx_len=cfg.ctx_len, max_tokens=cfg.tokens, seed=cfg.seed
-    )
+        corpus, tokenizer, ctx_len=cfg.ctx_len, max_tokens=cfg.tokens, seed=cfg.seed,
+        documents=True,
+    )  # fmt: skip
     input_ids = rows[:]["input_ids"]
+    documents = (
+        list(rows.with_format(None)["document"]) if "document" in rows.column_names else None
+    )
 
     start = time.time()
     results = evaluate_coders(
@@ -150,6 +154,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "config": asdict(cfg),
         "incomplete": incomplete(manifest, found),
         "tokens": input_ids.numel(),
+        "rows": {"count": len(input_ids), "documents": documents},
         "wall_time_s": time.time() - start,
         "results": results,
     }
@@ -214,14 +219,14 @@ class _Spliced:
 def _coder_replacement(
     ckpt: Checkpoint,
     coder: SparseCoder,
-    recon: metrics.Reconstruction | None = None,
+    recon: metrics.RowReconstruction | None = None,
     latents: metrics.Latents | None = None,
 ) -> Replacement:
     def replacement(inputs: Tensor, outputs: Tensor) -> Tensor:
         source = inputs if ckpt.architecture.reads == "input" else outputs
         out = coder(source.flatten(0, 1).to(coder.dtype))
         if recon is not None:
-            recon.add(out.sae_out, outputs.flatten(0, 1))
+            recon.add(out.sae_out.view_as(outputs), outputs)
         if latents is not None:
             latents.add(out.latent_acts, out.latent_indices)
         return out.sae_out
@@ -243,7 +248,9 @@ def evaluate_coders(
 
     The clean logits of each batch are computed once and shared by every coder.
     Reconstruction and latent statistics come from the single-hookpoint splices,
-    where the module sees exactly its clean input.
+    where the module sees exactly its clean input. Each row's `per_row` holds the
+    sums its FVU, ΔCE and KL are made of, one per sequence, for the paired
+    bootstrap (`bootstrap.paired_difference`).
     """
     hookpoints = sorted({c.hookpoint for c, _ in coders})
     groups: dict[str, list[int]] = {}
@@ -253,7 +260,7 @@ def evaluate_coders(
     ce_clean = metrics.Mean()
     ce_zero = {h: metrics.Mean() for h in hookpoints}
     single = [_Spliced() for _ in coders]
-    recon = [metrics.Reconstruction() for _ in coders]
+    recon = [metrics.RowReconstruction() for _ in coders]
     latents = [metrics.Latents(coder.num_latents) for _, coder in coders]
     together = {a: _Spliced() for a in groups}
     zero_sets = {frozenset(coders[i][0].hookpoint for i in g) for g in groups.values()}
@@ -294,15 +301,15 @@ def evaluate_coders(
                 }
                 measure(together[arch], fns)
 
-    clean = ce_clean.value
     results = []
     for i, (ckpt, coder) in enumerate(coders):
         fvu = recon[i].fvu
         zero = ce_zero[ckpt.hookpoint].value
         row = _row(
-            ckpt.architecture.name, ckpt.hookpoint, clean, single[i], zero,
+            ckpt.architecture.name, ckpt.hookpoint, ce_clean, single[i], zero,
             latents[i].tokens,
         )  # fmt: skip
+        row["per_row"].update(sse=recon[i].row_sse, target_ss=recon[i].row_target_ss())
         row.update(
             fvu=fvu,
             explained_variance=1 - fvu,
@@ -319,7 +326,7 @@ def evaluate_coders(
             spliced = sorted(coders[i][0].hookpoint for i in members)
             zero = ce_zero_together[frozenset(spliced)].value
             tokens = latents[members[0]].tokens
-            row = _row(arch, ALL, clean, together[arch], zero, tokens)
+            row = _row(arch, ALL, ce_clean, together[arch], zero, tokens)
             row["spliced_hookpoints"] = spliced
             results.append(row)
     # Each architecture's splice-all row right after its single-hookpoint rows.
@@ -327,9 +334,16 @@ def evaluate_coders(
 
 
 def _row(
-    arch: str, hookpoint: str, clean: float, spliced: _Spliced, zero: float, tokens: int
+    arch: str,
+    hookpoint: str,
+    ce_clean: metrics.Mean,
+    spliced: _Spliced,
+    zero: float,
+    tokens: int,
 ) -> dict:
-    ce = spliced.ce.value
+    clean, ce = ce_clean.value, spliced.ce.value
+    rows = len(ce_clean.row_sums)
+    delta_nll = [s - c for s, c in zip(spliced.ce.row_sums, ce_clean.row_sums)]
     return {
         "architecture": arch,
         "hookpoint": hookpoint,
@@ -340,6 +354,11 @@ def _row(
         "ce_zero": zero,
         "loss_recovered": metrics.loss_recovered(clean, ce, zero),
         "tokens": tokens,
+        "per_row": {
+            "predictions": ce_clean.count // rows if rows else 0,
+            "delta_nll": delta_nll,
+            "kl": spliced.kl.row_sums,
+        },
     }
 
 

@@ -38,14 +38,18 @@ def next_token_kl(clean_logp: Tensor, logits: Tensor) -> Tensor:
 
 @dataclass
 class Mean:
-    """A running mean of per-token values."""
+    """A running mean of per-token values `[rows, positions]`, also kept as one sum
+    per row for the bootstrap."""
 
     total: float = 0.0
     count: int = 0
+    row_sums: list[float] = field(default_factory=list)
 
     def add(self, values: Tensor) -> None:
-        self.total += values.double().sum().item()
+        sums = values.double().flatten(1).sum(1)
+        self.total += sums.sum().item()
         self.count += values.numel()
+        self.row_sums += sums.tolist()
 
     @property
     def value(self) -> float:
@@ -84,6 +88,39 @@ class Reconstruction:
     @property
     def fvu(self) -> float:
         return self.sse / self.total_variance if self.n else math.nan
+
+
+@dataclass
+class RowReconstruction(Reconstruction):
+    """`Reconstruction` of predictions `[rows, positions, d]` that also keeps each
+    row's share of both sums, so FVU can be bootstrapped as a ratio of sums over
+    resampled rows."""
+
+    row_sse: list[float] = field(default_factory=list)
+    row_sum_y: list[Tensor] = field(default_factory=list)
+    row_sum_y2: list[float] = field(default_factory=list)
+    row_positions: list[int] = field(default_factory=list)
+
+    def add(self, pred: Tensor, target: Tensor) -> None:
+        pred, target = pred.double().view_as(target), target.double()
+        super().add(pred.flatten(0, 1), target.flatten(0, 1))
+        self.row_sse += (target - pred).pow(2).sum((1, 2)).tolist()
+        self.row_sum_y += list(target.sum(1).cpu())
+        self.row_sum_y2 += target.pow(2).sum((1, 2)).tolist()
+        self.row_positions += [target.shape[1]] * target.shape[0]
+
+    def row_target_ss(self) -> list[float]:
+        """Each row's sum over positions and dims of (y - mean_y)^2, with mean_y the
+        mean over all rows: these add up to `total_variance`. A bootstrap keeps
+        mean_y at this full-sample value (re-estimating it per resample would move
+        the denominator by a relative O(1 / positions))."""
+        if self.sum_y is None:
+            return []
+        mean = self.sum_y / self.n
+        sum_y = torch.stack(self.row_sum_y)
+        positions = torch.tensor(self.row_positions, dtype=torch.float64)
+        sum_y2 = torch.tensor(self.row_sum_y2, dtype=torch.float64)
+        return (sum_y2 - 2 * sum_y @ mean + positions * mean.dot(mean)).tolist()
 
 
 @dataclass
