@@ -4,10 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# circuit-tracer and SAELens need transformers 4 (see requirements/circuits.lock): a
+# second environment, so the main one is never downgraded.
+CIRCUITS_VENV := .venv-circuits
+CIRCUITS_STAMP := $(CIRCUITS_VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run results test test-fast docs docs-serve bench clean
+.PHONY: setup circuits-env circuits run results test test-fast docs docs-serve bench clean
 
 setup: $(STAMP)
 
@@ -19,6 +23,15 @@ $(STAMP): requirements/cpu.lock requirements/no-deps.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
+circuits-env: $(CIRCUITS_STAMP)
+
+$(CIRCUITS_STAMP): requirements/circuits.lock
+	rm -rf $(CIRCUITS_VENV)
+	$(PYTHON) -m venv $(CIRCUITS_VENV)
+	$(CIRCUITS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CIRCUITS_VENV)/bin/python -m pip install -q --no-deps -r requirements/circuits.lock
+	touch $@
+
 # The main job; writes under runs/ (ignored by git), so a checkout stays clean.
 run: setup
 	$(BIN)/python -m reproductions.table1
@@ -28,7 +41,10 @@ results: setup
 	$(BIN)/python -m reproductions.table1 --out reproductions/results/embedded
 	$(BIN)/python -m reproductions.readme
 
-test: setup
+circuits: setup circuits-env
+	$(BIN)/python -m reproductions.circuits
+
+test: setup circuits-env
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
@@ -44,4 +60,4 @@ bench: setup
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) site
+	rm -rf $(VENV) $(CIRCUITS_VENV) site

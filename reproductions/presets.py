@@ -189,6 +189,25 @@ PRESETS = {
             model_config=SMOLLM2_135M,
         ),
         Preset(
+            "embedded-all-layers",
+            "Transcoders and skip transcoders on all 30 MLPs of the embedded model, "
+            "in one recorded pass, for attribution graphs (python -m reproductions.circuits).",
+            hookpoints=("layers.*.mlp",),
+            architectures=("transcoder", "skip-transcoder"),
+            k=16,
+            expansion_factor=4,
+            # The recording of all 30 MLPs' inputs and outputs takes 138 kB a token
+            # (float32): 16k tokens is 2.3 GB, within REPLAY_BUDGET_BYTES, so both
+            # architectures train from one forward pass of the model.
+            train_tokens=16_384,
+            ctx_len=64,
+            batch_size=4,
+            eval_tokens=2_048,
+            latents=10,
+            autointerp_tokens=8_192,
+            model_config=SMOLLM2_135M,
+        ),
+        Preset(
             "pythia-160m",
             "The paper's Pythia setting: every MLP, 32x latents, k=32, Llama-3.1-8B explainer.",
             model="EleutherAI/pythia-160m",

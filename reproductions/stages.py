@@ -198,12 +198,13 @@ def evaluate_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
 
 
 def autointerp_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
-    from transcoders.autointerp.pipeline import run_autointerp
+    from transcoders.autointerp.pipeline import TEST_SAMPLING, run_autointerp
 
     cfg = autointerp_config(preset)
     # Scorers are left out of the folder's key: adding one reuses the cache and the
     # explanations, and Delphi's per-scorer files say which scores already exist.
-    folder_key = config_key({**cfg.__dict__, "scorers": None, "out": None})
+    # The test-example rule is in it: scores drawn under another rule are not reused.
+    folder_key = config_key({**cfg.__dict__, "scorers": None, "out": None, "test_sampling": TEST_SAMPLING})
     cfg = replace(cfg, out=str(run_dir / f"autointerp-{folder_key}"))
     summary = Path(cfg.out) / "summary.json"
     stages.run("autointerp", config_key(cfg.__dict__), summary, lambda: run_autointerp(run_dir, cfg))

@@ -70,14 +70,21 @@ def _group_ci(group: dict, prefix: str) -> str:
     return _ci(group[name], group[f"{name}_low"], group[f"{name}_high"])
 
 
+def _dead_label(tokens: int, window: str) -> str:
+    return f"dead % ({tokens:,} {window} tokens)"
+
+
 def build_table(model: str, evaluation: dict, summary: dict | None) -> pd.DataFrame:
-    """One row per (hookpoint, architecture): splice metrics, then each scorer's
-    headline score, its shuffled-explanation control and their paired difference,
-    with 95% CIs."""
+    """One row per (hookpoint, architecture): splice metrics, dead latents over the
+    evaluation tokens and over the (larger) autointerp cache, the fraction of live
+    and of all latents eligible for autointerp, then each scorer's headline score, its
+    shuffled-explanation control and their difference paired by latent, with 95% CIs,
+    and the Spearman correlation of firing frequency with the score."""
     groups = {
         (g["architecture"], g["hookpoint"], g["scorer"]): g
         for g in (summary or {}).get("groups", [])
     }
+    counts = {(c["architecture"], c["hookpoint"]): c for c in (summary or {}).get("latent_counts", [])}
     scorers = sorted({k[2] for k in groups})
     rows = []
     for result in evaluation["results"]:
@@ -87,12 +94,24 @@ def build_table(model: str, evaluation: dict, summary: dict | None) -> pd.DataFr
         row = {"model": model, "hookpoint": hp, "architecture": arch}
         for key, label in EVAL_COLUMNS.items():
             value = result.get(key)
-            row[label] = 100 * value if key == "dead_fraction" and value is not None else value
+            if key == "dead_fraction":
+                label = _dead_label(result.get("tokens", evaluation.get("tokens", 0)), "evaluation")
+                value = 100 * value if value is not None else None
+            row[label] = value
+        c = counts.get((arch, hp))
+        if counts:
+            tokens = max(x["cache_tokens"] for x in counts.values())
+            row[_dead_label(tokens, "autointerp")] = 100 * c["dead_fraction"] if c else None
+            row["eligible % of live"] = (
+                100 * c["eligible_fraction"] if c and c["eligible_fraction"] is not None else None
+            )
+            row["eligible % of all"] = 100 * c["eligible_fraction_of_all"] if c else None
         for scorer in scorers:
             g = groups.get((arch, hp, scorer), {})
             row[scorer] = _group_ci(g, "")
             row[f"{scorer} shuffled"] = _group_ci(g, "shuffled_")
-            row[f"{scorer} real − shuffled"] = _group_ci(g, "real_minus_shuffled_")
+            row[f"{scorer} real − shuffled (paired by latent)"] = _group_ci(g, "real_minus_shuffled_")
+            row[f"{scorer} Spearman(frequency, score)"] = g.get("spearman_frequency")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -100,8 +119,9 @@ def build_table(model: str, evaluation: dict, summary: dict | None) -> pd.DataFr
 def comparisons(evaluation: dict, summary: dict | None) -> pd.DataFrame:
     """transcoder − SAE and skip − transcoder: splice-metric differences with CIs
     from a paired bootstrap over held-out sequences clustered by document
-    (`splice_ci_label`), autointerp differences with CIs from an unpaired bootstrap
-    over latents."""
+    (`splice_ci_label`); autointerp headline differences, raw and frequency-matched,
+    each with a CI from an unpaired bootstrap over latents (the architectures' latents
+    are different ones)."""
     by_arch = {
         (r["architecture"], r["hookpoint"]): r
         for r in evaluation["results"]
@@ -125,12 +145,33 @@ def comparisons(evaluation: dict, summary: dict | None) -> pd.DataFrame:
                 if chp != hp or {x, y} != {a, b}:
                     continue
                 sign = 1 if x == a else -1
-                low, high = sign * c["a_minus_b_low"], sign * c["a_minus_b_high"]
-                row[f"{scorer} ({c['metric']})"] = _ci(
-                    sign * c["a_minus_b"], min(low, high), max(low, high)
-                )
+                name = f"{scorer} {c['metric']}"
+                row[f"{name} (unpaired)"] = _signed_ci(c, "a_minus_b", sign)
+                matched = _signed_ci(c, "matched_a_minus_b", sign)
+                if c.get("matched_a_minus_b") is not None:
+                    matched += f" ({c['matched_bins']} bins, {c['matched_coverage']:.0%} of latents)"
+                row[f"{name} frequency-matched (unpaired)"] = matched
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _signed_ci(c: dict, name: str, sign: int) -> str:
+    """`c[name]` with its interval, as a − b for sign 1 and b − a for sign -1."""
+    if c.get(name) is None:
+        return "n/a"
+    low, high = sign * c[f"{name}_low"], sign * c[f"{name}_high"]
+    return _ci(sign * c[name], min(low, high), max(low, high))
+
+
+COMPARISON_NOTE = (
+    "Autointerp differences are unpaired: each architecture has its own latents, so "
+    "their intervals come from an unpaired bootstrap over latents. Frequency-matched: "
+    "latents binned by firing frequency on the autointerp cache (quintiles of both "
+    "architectures' pooled frequencies), the architectures compared within each bin "
+    "and the bin differences averaged with the pooled bin counts as weights; bins "
+    "where either has fewer than 2 latents are left out (the share of latents kept is "
+    "given). Real − shuffled in the table above is paired by latent (same latents).\n"
+)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -139,7 +180,11 @@ def to_markdown(df: pd.DataFrame) -> str:
     header = "| " + " | ".join(df.columns) + " |"
     lines = [header, "|" + "---|" * len(df.columns)]
     for _, row in df.iterrows():
-        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        cells = [
+            "n/a" if v is None or (isinstance(v, float) and pd.isna(v))
+            else f"{v:.4g}" if isinstance(v, float) else str(v)
+            for v in row
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -191,9 +236,10 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
         f"## Table 1: {preset.name} preset\n\n{preset.description}\n\n"
         + to_markdown(table)
         + "".join(f"\n**Control warning**: {w}\n" for w in warnings)
-        + "\n### Paired comparisons\n\n"
+        + "\n### Architecture comparisons\n\n"
         + to_markdown(pairs)
         + f"\n{splice_ci_label(evaluation)}\n"
+        + ("\n" + COMPARISON_NOTE if summary else "")
         + "\nStage wall times (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in stages.wall_times().items())
         + "\n",

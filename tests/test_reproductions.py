@@ -74,10 +74,15 @@ def test_smoke_preset_end_to_end_and_cached_rerun(smoke_table1, tmp_path):
     table = results["table"]
     assert [r["architecture"] for r in table] == ["sae", "skip-transcoder", "transcoder"]
     for row in table:
-        for column in ("FVU", "ΔCE", "KL", "loss recovered", "L0", "dead %"):
+        for column in ("FVU", "ΔCE", "KL", "loss recovered", "L0", "eligible % of live"):
             assert row[column] is not None
+        dead = [c for c in row if c.startswith("dead % (")]
+        assert len(dead) == 2 and all(row[c] is not None for c in dead)
         assert row["embedding"] != "n/a" and row["embedding shuffled"] != "n/a"
-        assert row["embedding real − shuffled"] != "n/a"
+        assert row["embedding real − shuffled (paired by latent)"] != "n/a"
+    for row in results["comparisons"]:
+        assert row["embedding auroc (unpaired)"] != "n/a"
+        assert "embedding auroc frequency-matched (unpaired)" in row
     assert {r["comparison"] for r in results["comparisons"]} == {
         "transcoder − sae", "skip-transcoder − transcoder", "skip-transcoder − sae"
     }
@@ -215,3 +220,51 @@ def test_readme_table_is_generated_from_the_committed_results():
 
     text = (readme.REPO / "README.md").read_text()
     assert readme.render(text) == text, "README is stale: run python -m reproductions.readme"
+
+
+def test_table_reports_dead_window_eligibility_and_matched_unpaired_differences():
+    """build_table/comparisons from a summary made by `summarise`: dead % names its
+    window, eligible fractions and Spearman appear, architecture differences are
+    labelled unpaired and carry the frequency-matched one beside the raw one."""
+    import pandas as pd
+
+    from transcoders.autointerp.config import AutointerpConfig
+    from transcoders.autointerp.pipeline import summarise
+
+    rows = []
+    for arch, live, eligible, shift in (("sae", 60, 50, 0.0), ("transcoder", 40, 20, 0.1)):
+        for i in range(30):
+            base = {"architecture": arch, "hookpoint": "h", "latent": i, "n_latents": 64,
+                    "live_latents": live, "eligible_latents": eligible, "cache_tokens": 65_536,
+                    "firing_count": 10 + i, "frequency": (10 + i) / 65_536,
+                    "explanation": "x", "explanation_parsed": True, "scorer": "embedding",
+                    "n": 10, "n_failed": 0, "accuracy": None, "balanced_accuracy": None, "f1": None}
+            rows.append({**base, "shuffled": False, "auroc": 0.6 + shift + i / 1000})
+            rows.append({**base, "shuffled": True, "auroc": 0.5})
+    summary = summarise(pd.DataFrame(rows), AutointerpConfig(n_boot=200))
+    counts = {c["architecture"]: c for c in summary["latent_counts"]}
+    assert counts["transcoder"]["dead_fraction"] == pytest.approx(24 / 64)
+    assert counts["transcoder"]["eligible_fraction"] == pytest.approx(0.5)
+
+    def result(arch, fvu):
+        per_row = {"sse": [fvu, fvu], "target_ss": [1.0, 1.0], "delta_nll": [0.1, 0.1],
+                   "kl": [0.1, 0.1], "predictions": 1}
+        return {"architecture": arch, "hookpoint": "h", "fvu": fvu, "delta_ce": 0.1, "kl": 0.1,
+                "loss_recovered": 0.9, "l0": 32, "dead_fraction": 0.5, "tokens": 8192,
+                "per_row": per_row}
+
+    evaluation = {"tokens": 8192, "rows": {"count": 2, "documents": [0, 1]},
+                  "results": [result("sae", 0.4), result("transcoder", 0.5)]}
+    table = table1.build_table("m", evaluation, summary).set_index("architecture")
+    assert table.loc["transcoder", "dead % (8,192 evaluation tokens)"] == 50
+    assert table.loc["transcoder", "dead % (65,536 autointerp tokens)"] == pytest.approx(37.5)
+    assert table.loc["sae", "eligible % of live"] == pytest.approx(100 * 50 / 60)
+    assert table.loc["sae", "eligible % of all"] == pytest.approx(100 * 50 / 64)
+    assert table.loc["sae", "embedding Spearman(frequency, score)"] == pytest.approx(1.0)
+    assert table.loc["sae", "embedding real − shuffled (paired by latent)"].startswith("0.1")
+    pairs = table1.comparisons(evaluation, summary)
+    row = pairs.set_index("comparison").loc["transcoder − sae"]
+    assert row["embedding auroc (unpaired)"].startswith("0.100 [")
+    assert row["embedding auroc frequency-matched (unpaired)"].startswith("0.100 [")
+    assert "100% of latents" in row["embedding auroc frequency-matched (unpaired)"]
+    assert "paired by latent" not in " ".join(pairs.columns)

@@ -12,6 +12,7 @@ from .autointerp.cli import autointerp_command
 from .autointerp.delphi_compat import DelphiMissingError
 from .errors import UserError, file_system_error
 from .evaluation.cli import evaluate_command
+from .export.cli import export_command
 from .training.cli import train_command
 
 
@@ -63,3 +64,4 @@ def list_architectures() -> None:
 main.add_command(train_command)
 main.add_command(evaluate_command)
 main.add_command(autointerp_command)
+main.add_command(export_command)

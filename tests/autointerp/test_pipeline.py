@@ -207,16 +207,6 @@ def test_embedded_run_end_to_end(embedded_run, tmp_path):
     }
 
 
-def test_scorers_never_see_the_explainers_examples():
-    from delphi.latents import ActivatingExample, Latent, LatentRecord
-
-    def ex(*ids):
-        return ActivatingExample(tokens=torch.tensor(ids), activations=torch.ones(len(ids)))
-
-    record = LatentRecord(Latent("m", 0), train=[ex(1, 2), ex(3, 4)], test=[ex(3, 4), ex(5, 6), ex(1, 2)])
-    assert [t.tokens.tolist() for t in pipeline._held_out(record).test] == [[5, 6]]
-
-
 def test_latents_need_examples_beyond_the_explainers(tmp_path):
     """A latent whose every activating window goes to the explainer would be scored
     on non-activating examples alone, so it must not be sampled."""
@@ -224,9 +214,12 @@ def test_latents_need_examples_beyond_the_explainers(tmp_path):
     from safetensors.numpy import save_file
 
     from transcoders.autointerp.config import AutointerpConfig
-    from transcoders.autointerp.pipeline import eligible_latents
+    from transcoders.autointerp.pipeline import latent_counts
 
-    cfg = AutointerpConfig(example_ctx_len=8, n_examples_train=4, min_examples=3, n_non_activating=2)
+    cfg = AutointerpConfig(
+        example_ctx_len=8, n_examples_train=4, min_examples=3, n_examples_test=3, n_quantiles=3,
+        n_non_activating=2,
+    )
     tokens = np.zeros((8, 16), dtype=np.int64)  # 16 windows of 8 tokens
     locations = []
     for latent, n_windows in ((0, 4), (1, 6), (2, 7)):
@@ -235,8 +228,9 @@ def test_latents_need_examples_beyond_the_explainers(tmp_path):
     save_file(
         {"locations": locations, "activations": np.ones(len(locations), dtype=np.float16),
          "tokens": tokens},
-        str(tmp_path / "0_2.safetensors"),
+        str(tmp_path / "0_3.safetensors"),  # latent 3 never fires
     )
-    live, eligible = eligible_latents(tmp_path, cfg)
-    assert live == 3
-    assert eligible.tolist() == [2]
+    counts = latent_counts(tmp_path, cfg)
+    assert counts.live == 3 and counts.tokens == 128 and counts.dead_fraction == 0.25
+    assert counts.firing.tolist() == [4, 6, 7, 0]
+    assert counts.eligible.tolist() == [2]

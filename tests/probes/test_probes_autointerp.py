@@ -95,6 +95,20 @@ def test_bad_numbers_are_one_line_errors(tmp_path, flag, value):
     assert not (tmp_path / "autointerp").exists()
 
 
+@probe("autointerp", "`--test-examples 25` (10 quantiles); `--scorers detection --non-activating 22` "
+       "(5 examples per prompt)",
+       "one-line error naming the flags, before anything is loaded: every latent gets the "
+       "same test examples from each quantile and every judge prompt is full")
+@pytest.mark.parametrize("args,named", [
+    (["--test-examples", "25"], "--n-quantiles"),
+    (["--scorers", "detection", "--non-activating", "22"], "--examples-per-prompt"),
+])
+def test_uneven_test_examples_are_one_line_errors(tmp_path, args, named):
+    result = CliRunner().invoke(main, ["autointerp", str(tmp_path), *args])
+    assert_one_line_error(result, named)
+    assert not (tmp_path / "autointerp").exists()
+
+
 @probe("autointerp", "`--latents 0` on a finished output folder",
        "one-line error naming `--latents`; the previous `summary.json` is untouched")
 def test_latents_zero_keeps_the_summary(world, reference, tmp_path):

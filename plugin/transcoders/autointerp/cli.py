@@ -128,6 +128,18 @@ def autointerp_command(run_dir: Path, **options) -> None:
             f"{_fmt(g, m)}  shuffled {_fmt(g, 'shuffled_' + m)}  real − shuffled "
             f"{_fmt(g, 'real_minus_shuffled_' + m)}  (n={g['latents']})"
         )
+    for c in summary.get("latent_counts", []):
+        click.echo(
+            f"{c['architecture']}/{c['hookpoint']}: {c['dead_fraction']:.1%} dead over "
+            f"{c['cache_tokens']:,} cached tokens; {c['eligible']} of {c['live']} live "
+            "latents eligible"
+        )
+    for c in summary["comparisons"]:
+        click.echo(
+            f"{c['a']} − {c['b']} {c['hookpoint']} {c['scorer']} {c['metric']}: "
+            f"{_fmt(c, 'a_minus_b')}, frequency-matched {_fmt(c, 'matched_a_minus_b')} "
+            "(unpaired bootstrap over latents)"
+        )
     for warning in stats.control_warnings(summary):
         click.echo(f"Warning: {warning} Interpret more latents (--latents) or use another explainer.")
     for f in summary["failed_explanations"]:

@@ -79,14 +79,16 @@ class AutointerpConfig:
 
     min_examples: int = 20
     """Activating examples a latent needs, beyond the `n_examples_train` the explainer
-    sees, to be sampled: the explainer's examples are never scored."""
+    sees, to be sampled (at least `n_examples_test` are needed anyway): the explainer's
+    examples are never scored."""
 
     n_examples_train: int = 20
     """Activating examples shown to the explainer: the latent's strongest."""
 
     n_examples_test: int = 20
-    """Activating examples each scorer classifies, drawn evenly from the activation
-    quantiles; any the explainer saw are left out."""
+    """Activating examples each scorer classifies: exactly this many per latent, the
+    same number from each activation quantile of the examples the explainer did not
+    see. A multiple of `n_quantiles`."""
 
     n_non_activating: int = 20
     """Non-activating examples each scorer classifies."""
@@ -95,7 +97,8 @@ class AutointerpConfig:
     """Activation quantiles the examples are drawn from (Delphi's sampler)."""
 
     examples_per_prompt: int = 5
-    """Examples per detection/fuzzing prompt (Delphi's `n_examples_shown`)."""
+    """Examples per detection/fuzzing prompt (Delphi's `n_examples_shown`); must divide
+    `n_examples_test + n_non_activating` so that no prompt is short."""
 
     log_probs: bool = False
     """Ask the judge for token log-probs, which gives detection/fuzzing an AUROC."""
@@ -155,6 +158,21 @@ class AutointerpConfig:
             )
         if self.reads not in (None, "input", "output"):
             raise ConfigError(f"--reads is input or output, got {self.reads!r}")
+        # Every latent gets the same number of test examples, the same from each
+        # quantile (`delphi_compat.held_out_test`), and every judge prompt is full:
+        # Delphi's parser counts a short last prompt's answer as unparsed.
+        if self.n_examples_test % self.n_quantiles:
+            raise ConfigError(
+                f"--test-examples ({self.n_examples_test}) must be a multiple of "
+                f"--n-quantiles ({self.n_quantiles}): each quantile gives the same number"
+            )
+        shown = self.n_examples_test + self.n_non_activating
+        if {"detection", "fuzzing"} & set(self.scorers) and shown % self.examples_per_prompt:
+            raise ConfigError(
+                f"--test-examples + --non-activating ({shown}) must be a multiple of "
+                f"--examples-per-prompt ({self.examples_per_prompt}), so that every "
+                "detection/fuzzing prompt holds that many examples"
+            )
         device("device", self.device)
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,5 +1,6 @@
-"""Workarounds for eai-delphi: importing it without vllm, and reproducible scorers
-(`seed_scorer`, whose docstring says why and when it can go).
+"""Workarounds for eai-delphi: importing it without vllm, reproducible scorers
+(`seed_scorer`) and test examples held out from the explainer's (`held_out_test`); each
+docstring says why and when it can go.
 
 Import Delphi's explainers and scorers on machines without vllm.
 
@@ -113,3 +114,33 @@ def seed_scorer(scorer, key: str) -> None:
     random.seed(key)
     if isinstance(getattr(scorer, "rng", None), random.Random):
         scorer.rng = random.Random(key)
+
+
+def held_out_test(record, n_train: int, n_test: int, n_quantiles: int, tokenizer):
+    """Draw `record.test` by activation quantile from the examples the explainer did not
+    see, with Delphi's own quantile sampler; returns the record.
+
+    Why: eai-delphi 0.1.3's sampler draws test examples by quantile over *all* of a
+    latent's examples, the explainer's top `n_train` included (with equal counts and
+    quantile sampling they are the same examples). Dropping the overlap afterwards, as
+    this project once did, leaves a rare latent without its top quantiles and with a
+    varying number of test examples (40 windows and 20 shown: only deciles 5-9
+    survive), which ties the score to firing frequency. Here the pool is the examples
+    after the explainer's (`record.examples` is sorted by peak activation, and Delphi's
+    "top" training examples are its first `n_train`), so every latent with at least
+    `n_train + n_test` activating windows gets exactly `n_test` test examples, the same
+    number from each quantile of what the explainer did not see. Call it on records
+    sampled with `n_examples_test=0` (Delphi then draws no test examples).
+
+    When it can go: once Delphi draws test examples from a pool disjoint from the
+    training examples (run `tests/autointerp/test_pipeline.py`'s sampling tests).
+    """
+    from delphi.latents.samplers import normalize_activations, split_quantiles
+
+    pool = record.examples[n_train:]
+    test = split_quantiles(pool, n_quantiles, n_test)
+    test = normalize_activations(test, record.max_activation)
+    for example in test:
+        example.str_tokens = tokenizer.batch_decode(example.tokens)
+    record.test = test
+    return record

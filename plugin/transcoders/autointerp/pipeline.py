@@ -26,7 +26,7 @@ import asyncio
 import itertools
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from ..data import EMBEDDED, load_corpus, tokenize
 from ..errors import UserError
 from . import cache, stats
 from .config import TOP_TOKENS, AutointerpConfig
-from .delphi_compat import import_delphi, seed_scorer
+from .delphi_compat import held_out_test, import_delphi, seed_scorer
 from .state import distrust, read_json
 
 import_delphi()
@@ -133,13 +133,18 @@ _RESUMABLE = {
     "n_boot", "timeout", "retries", "max_unparsed",
 }
 SETTINGS_FILE = "settings.json"
+# How test examples are drawn, recorded with the settings so that scores made with the
+# earlier rule (quantiles over all examples, the explainer's dropped afterwards) are
+# never resumed as if made with this one.
+TEST_SAMPLING = "fixed count by quantile of the held-out examples"
 
 
 def _check_same_settings(out: Path, cfg: AutointerpConfig, model: str, dataset: str) -> dict:
     """Refuse to mix results of different settings in one folder: a rerun resumes only
     the run that wrote it (more latents or scorers are fine). Returns the settings."""
     settings = {
-        k: v for k, v in {**asdict(cfg), "model": model, "dataset": dataset}.items()
+        k: v for k, v in {**asdict(cfg), "model": model, "dataset": dataset,
+                          "test_sampling": TEST_SAMPLING}.items()
         if k not in _RESUMABLE
     }
     file = out / SETTINGS_FILE
@@ -269,52 +274,77 @@ def _scorer(name: str, judge: Client | None, cfg: AutointerpConfig):
     )
 
 
-def eligible_latents(folder: Path, cfg: AutointerpConfig) -> tuple[int, np.ndarray]:
-    """(live latents, indices of those with enough activating and non-activating
-    example windows for Delphi's constructor), reading one split file at a time."""
-    live, eligible = 0, []
+@dataclass
+class LatentCounts:
+    """What a hookpoint's latent cache says about its latents."""
+
+    tokens: int
+    """Tokens the cache holds: the window over which `firing` and `dead_fraction` count."""
+    firing: np.ndarray
+    """Tokens each latent fired on, indexed by latent."""
+    eligible: np.ndarray
+    """Indices of the live latents with enough activating example windows (the
+    explainer's plus the scorers' test examples) and non-activating ones."""
+
+    @property
+    def live(self) -> int:
+        return int((self.firing > 0).sum())
+
+    @property
+    def dead_fraction(self) -> float:
+        return 1 - self.live / len(self.firing)
+
+
+def latent_counts(folder: Path, cfg: AutointerpConfig) -> LatentCounts:
+    """Firing counts and eligible latents of one hookpoint's cache, reading one split
+    file at a time."""
+    tokens, firing, eligible = 0, [], []
     for file in sorted(folder.glob("*.safetensors"), key=lambda p: int(p.stem.split("_")[0])):
         start, end = map(int, file.stem.split("_"))
         data = load_file(file)
+        tokens = data["tokens"].size
         locations = data["locations"].astype(np.int64)
-        n_windows = data["tokens"].size // cfg.example_ctx_len
+        n_windows = tokens // cfg.example_ctx_len
         window = (locations[:, 0] * data["tokens"].shape[1] + locations[:, 1]) // cfg.example_ctx_len
         pairs = np.unique(np.stack([locations[:, 2], window], axis=1), axis=0)
         windows = np.bincount(pairs[:, 0], minlength=end - start + 1)
-        live += int((windows > 0).sum())
-        # The explainer's examples are held out of scoring (`_held_out`), so a latent
-        # needs `min_examples` activating windows beyond the ones the explainer sees.
-        needed = cfg.n_examples_train + cfg.min_examples
-        ok = (windows >= needed) & (n_windows - windows >= cfg.n_non_activating)
+        firing.append(np.bincount(locations[:, 2], minlength=end - start + 1))
+        ok = (windows >= examples_needed(cfg)) & (n_windows - windows >= cfg.n_non_activating)
         eligible.extend((np.flatnonzero(ok) + start).tolist())
-    return live, np.array(eligible, dtype=np.int64)
+    firing = np.concatenate(firing) if firing else np.zeros(0, dtype=np.int64)
+    return LatentCounts(tokens, firing, np.array(eligible, dtype=np.int64))
+
+
+def examples_needed(cfg: AutointerpConfig) -> int:
+    """Activating windows a latent needs to be sampled: the explainer's top
+    `n_examples_train`, then at least `n_examples_test` (and `min_examples`) more, from
+    which the test examples are drawn (`delphi_compat.held_out_test`)."""
+    return cfg.n_examples_train + max(cfg.min_examples, cfg.n_examples_test)
 
 
 def _records(ckpt, out: Path, cfg: AutointerpConfig, tokenizer, sample: np.ndarray) -> list[LatentRecord]:
+    decoding = PerTokenDecoding(tokenizer)
     dataset = LatentDataset(
         raw_dir=cache.latents_dir(out, ckpt.architecture.name),
+        # No test examples from Delphi: `held_out_test` draws them from the examples
+        # the explainer does not see.
         sampler_cfg=SamplerConfig(
-            n_examples_train=cfg.n_examples_train, n_examples_test=cfg.n_examples_test,
+            n_examples_train=cfg.n_examples_train, n_examples_test=0,
             n_quantiles=cfg.n_quantiles, train_type="top",
         ),
         constructor_cfg=ConstructorConfig(
             example_ctx_len=cfg.example_ctx_len, min_examples=cfg.min_examples,
             n_non_activating=cfg.n_non_activating,
         ),
-        tokenizer=PerTokenDecoding(tokenizer),
+        tokenizer=decoding,
         modules=[ckpt.hookpoint],
         latents={ckpt.hookpoint: torch.from_numpy(sample)},
     )
-    return sorted(map(_held_out, dataset), key=lambda r: r.latent.latent_index)
-
-
-def _held_out(record: LatentRecord) -> LatentRecord:
-    """Drop test examples the explainer saw. Delphi draws train and test examples from
-    the same pool with the same seed (with equal counts and quantile sampling they are
-    identical), which would score an explanation on its own training examples."""
-    seen = {tuple(ex.tokens.tolist()) for ex in record.train}
-    record.test = [ex for ex in record.test if tuple(ex.tokens.tolist()) not in seen]
-    return record
+    records = [
+        held_out_test(r, cfg.n_examples_train, cfg.n_examples_test, cfg.n_quantiles, decoding)
+        for r in dataset
+    ]
+    return sorted(records, key=lambda r: r.latent.latent_index)
 
 
 def _name(record: LatentRecord) -> str:
@@ -324,13 +354,14 @@ def _name(record: LatentRecord) -> str:
 def _explain_and_score(ckpt, out: Path, cfg, tokenizer, explainer, scorers) -> list[dict]:
     arch, hp = ckpt.architecture.name, ckpt.hookpoint
     root = out / arch
-    live, eligible = eligible_latents(cache.latents_dir(out, arch) / hp, cfg)
+    counts = latent_counts(cache.latents_dir(out, arch) / hp, cfg)
+    eligible = counts.eligible
     if len(eligible) < 2:
         raise AutointerpError(
-            f"{arch}/{hp}: only {len(eligible)} of {live} live latents have "
-            f">= {cfg.n_examples_train + cfg.min_examples} activating examples "
-            f"({cfg.n_examples_train} to explain, {cfg.min_examples} to score); cache "
-            "more tokens (--tokens) or lower --min-examples / --train-examples"
+            f"{arch}/{hp}: only {len(eligible)} of {counts.live} live latents have "
+            f">= {examples_needed(cfg)} activating examples "
+            f"({cfg.n_examples_train} to explain, the rest to score); cache more tokens "
+            "(--tokens) or lower --min-examples / --test-examples / --train-examples"
         )
     rng = np.random.default_rng(cfg.seed)
     sample = np.sort(rng.choice(eligible, size=min(cfg.latents, len(eligible)), replace=False))
@@ -364,7 +395,10 @@ def _explain_and_score(ckpt, out: Path, cfg, tokenizer, explainer, scorers) -> l
     for record in records:
         base = {
             "architecture": arch, "hookpoint": hp, "latent": record.latent.latent_index,
-            "live_latents": live, "eligible_latents": len(eligible),
+            "firing_count": int(counts.firing[record.latent.latent_index]),
+            "frequency": counts.firing[record.latent.latent_index] / counts.tokens,
+            "n_latents": len(counts.firing), "live_latents": counts.live,
+            "eligible_latents": len(eligible), "cache_tokens": counts.tokens,
             "explanation": explanations.get(_name(record)),
             "explanation_parsed": _name(record) in explanations,
         }
@@ -554,22 +588,29 @@ METRICS = ("accuracy", "balanced_accuracy", "f1", "auroc")
 
 
 def summarise(df: pd.DataFrame, cfg: AutointerpConfig) -> dict:
-    """Per (architecture, hookpoint, scorer): means with bootstrap CIs of every metric
-    for real and shuffled explanations, and real minus shuffled (paired by latent);
-    per (hookpoint, scorer) and pair of architectures: the difference of headline means."""
+    """Per (architecture, hookpoint): the cache's latent counts (dead over the cached
+    tokens, eligible among live). Per (architecture, hookpoint, scorer): means with
+    bootstrap CIs of every metric for real and shuffled explanations, real minus
+    shuffled (paired by latent), and the Spearman correlation of firing frequency with
+    the headline score. Per (hookpoint, scorer) and pair of architectures: the raw and
+    the frequency-matched difference of headline means (unpaired: different latents)."""
     groups, comparisons = [], []
+    counts = _latent_counts(df)
     if df.empty or "scorer" not in df:
-        return {"groups": groups, "comparisons": comparisons, "failed_explanations": _failed(df)}
+        return {"latent_counts": counts, "groups": groups, "comparisons": comparisons,
+                "failed_explanations": _failed(df)}
     scored = df[df["scorer"].notna()].astype({"shuffled": bool})
     boot = {"n_boot": cfg.n_boot, "seed": cfg.seed}
     for (arch, hp, scorer), g in scored.groupby(["architecture", "hookpoint", "scorer"], sort=True):
         real = g[~g["shuffled"]].set_index("latent")
         ctrl = g[g["shuffled"]].set_index("latent")
+        headline = HEADLINE[scorer]
         row = {
             "architecture": arch, "hookpoint": hp, "scorer": scorer,
-            "latents": len(real), "headline": HEADLINE[scorer],
+            "latents": len(real), "headline": headline,
             "failed_predictions": int(real["n_failed"].sum()),
             "predictions": int(real["n"].sum()),
+            "spearman_frequency": stats.spearman(_values(real["frequency"]), _values(real[headline])),
         }
         for metric in METRICS:
             r = stats.bootstrap_mean(_values(real[metric]), **boot)
@@ -583,18 +624,45 @@ def summarise(df: pd.DataFrame, cfg: AutointerpConfig) -> dict:
                 row.update(_interval(f"{key}{metric}", iv))
         groups.append(row)
 
-        headline = HEADLINE[scorer]
         for other in scored[(scored["hookpoint"] == hp) & (scored["scorer"] == scorer)]["architecture"].unique():
             if other <= arch:
                 continue
             o = scored[(scored["architecture"] == other) & (scored["hookpoint"] == hp)
                        & (scored["scorer"] == scorer) & ~scored["shuffled"]]
             d = stats.bootstrap_difference(_values(real[headline]), _values(o[headline]), **boot)
+            m = stats.frequency_matched_difference(
+                _values(real[headline]), _values(real["frequency"]),
+                _values(o[headline]), _values(o["frequency"]), **boot,
+            )
             comparisons.append({
                 "hookpoint": hp, "scorer": scorer, "metric": headline,
-                "a": arch, "b": other, **_interval("a_minus_b", d),
+                "a": arch, "b": other, "interval": "unpaired bootstrap over latents",
+                **_interval("a_minus_b", d),
+                **_interval("matched_a_minus_b", m),
+                "matched_bins": m.bins if m else 0,
+                "matched_coverage": m.coverage if m else None,
             })
-    return {"groups": groups, "comparisons": comparisons, "failed_explanations": _failed(df)}
+    return {"latent_counts": counts, "groups": groups, "comparisons": comparisons,
+            "failed_explanations": _failed(df)}
+
+
+def _latent_counts(df: pd.DataFrame) -> list[dict]:
+    """Per (architecture, hookpoint), from the cache: latents, the tokens cached, dead
+    (never fired on them), and eligible for sampling, among the live and among all."""
+    if df.empty:
+        return []
+    out = []
+    for (arch, hp), g in df.groupby(["architecture", "hookpoint"], sort=True):
+        first = g.iloc[0]
+        n, live, eligible = int(first["n_latents"]), int(first["live_latents"]), int(first["eligible_latents"])
+        out.append({
+            "architecture": arch, "hookpoint": hp, "latents": n,
+            "cache_tokens": int(first["cache_tokens"]), "live": live,
+            "dead_fraction": 1 - live / n, "eligible": eligible,
+            "eligible_fraction": eligible / live if live else None,
+            "eligible_fraction_of_all": eligible / n,
+        })
+    return out
 
 
 def _failed(df: pd.DataFrame) -> list[dict]:

@@ -135,6 +135,93 @@ def bootstrap_difference(
     return Interval(float(x.mean() - y.mean()), float(low), float(high), min(len(x), len(y)))
 
 
+def spearman(x: Sequence[float | None], y: Sequence[float | None]) -> float | None:
+    """Spearman rank correlation of the pairs where both values are present (ties get
+    their average rank); None with fewer than 3 pairs or a constant side."""
+    from scipy.stats import spearmanr
+
+    keep = [i for i in range(len(x)) if x[i] is not None and y[i] is not None]
+    xs, ys = np.array([x[i] for i in keep], float), np.array([y[i] for i in keep], float)
+    if len(keep) < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+        return None
+    return float(spearmanr(xs, ys).statistic)
+
+
+FREQUENCY_BINS = 5
+"""Bins of the frequency-matched comparison: equal-count bins of the two groups'
+pooled firing frequencies (quintiles)."""
+MIN_PER_BIN = 2
+"""Latents each group needs in a bin for the bin to be compared."""
+
+
+@dataclass(frozen=True)
+class MatchedDifference(Interval):
+    """A frequency-matched difference of means with its bootstrap interval."""
+
+    bins: int = 0
+    """Bins compared (each with `MIN_PER_BIN` latents of both groups)."""
+    coverage: float = 0.0
+    """Fraction of the pooled latents that lie in the compared bins."""
+
+
+def frequency_matched_difference(
+    a: Sequence[float | None],
+    a_frequency: Sequence[float],
+    b: Sequence[float | None],
+    b_frequency: Sequence[float],
+    *,
+    n_bins: int = FREQUENCY_BINS,
+    n_boot: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> MatchedDifference | None:
+    """mean(a) - mean(b) among latents of equal firing frequency, with a bootstrap
+    interval: the difference two groups would show with the same frequency mix.
+
+    Binning rule: edges at the `n_bins`-quantiles of the pooled frequencies of both
+    groups' scored latents (equal-count bins; tied edges merge). In each bin where both
+    groups have at least `MIN_PER_BIN` latents, the difference of the groups' means;
+    these are averaged with weights proportional to the bin's pooled count, i.e.
+    re-weighted to the pooled frequency distribution. Bins where one group is (almost)
+    absent are left out and reported through `coverage`. The interval resamples each
+    group's latents within each compared bin (bin edges and weights fixed): unpaired,
+    the groups' latents are different ones. None when no bin can be compared.
+    """
+    def clean(scores, freqs):
+        keep = [(s, f) for s, f in zip(scores, freqs) if s is not None and np.isfinite(s)]
+        return np.array([s for s, _ in keep], float), np.array([f for _, f in keep], float)
+
+    (xa, fa), (xb, fb) = clean(a, a_frequency), clean(b, b_frequency)
+    pooled = np.concatenate([fa, fb])
+    if len(xa) == 0 or len(xb) == 0:
+        return None
+    inner = np.unique(np.quantile(pooled, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    ba, bb = np.searchsorted(inner, fa, side="right"), np.searchsorted(inner, fb, side="right")
+    cells = []
+    for k in range(len(inner) + 1):
+        ya, yb = xa[ba == k], xb[bb == k]
+        if len(ya) >= MIN_PER_BIN and len(yb) >= MIN_PER_BIN:
+            cells.append((ya, yb, len(ya) + len(yb)))
+    if not cells:
+        return None
+    weights = np.array([n for _, _, n in cells], float)
+    weights /= weights.sum()
+    value = float(sum(w * (ya.mean() - yb.mean()) for w, (ya, yb, _) in zip(weights, cells)))
+    rng = np.random.default_rng(seed)
+
+    def resampled_means(y):
+        return y[rng.integers(0, len(y), (n_boot, len(y)))].mean(axis=1)
+
+    boots = sum(w * (resampled_means(ya) - resampled_means(yb)) for w, (ya, yb, _) in zip(weights, cells))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(boots, [tail, 100 - tail])
+    used = sum(n for _, _, n in cells)
+    return MatchedDifference(
+        value, float(low), float(high), min(sum(len(c[0]) for c in cells), sum(len(c[1]) for c in cells)),
+        bins=len(cells), coverage=used / len(pooled),
+    )
+
+
 def derangement(n: int, seed: int) -> list[int]:
     """A seeded permutation with no fixed point: position i takes item result[i], never
     itself. Used to give each latent another latent's explanation."""
