@@ -10,6 +10,7 @@ import click
 from . import architectures
 from .autointerp.cli import autointerp_command
 from .autointerp.delphi_compat import DelphiMissingError
+from .browse.cli import browse_command
 from .errors import UserError, file_system_error
 from .evaluation.cli import evaluate_command
 from .export.cli import export_command
@@ -65,3 +66,4 @@ main.add_command(train_command)
 main.add_command(evaluate_command)
 main.add_command(autointerp_command)
 main.add_command(export_command)
+main.add_command(browse_command)

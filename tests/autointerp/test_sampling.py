@@ -91,7 +91,7 @@ def test_every_judge_prompt_is_full_and_parses(tmp_path):
     tokenizer = pipeline._tokenizer(cfg.model)
     pipeline._cache([ckpt], tmp_path / "out", cfg, cfg.model, cfg.dataset, cfg.cache_config(cfg.model, cfg.dataset))
     counts = pipeline.latent_counts(pipeline.cache.latents_dir(tmp_path / "out", "sae") / ckpt.hookpoint, cfg)
-    records = pipeline._records(ckpt, tmp_path / "out", cfg, tokenizer, counts.eligible[:3])
+    records = pipeline.latent_records(ckpt, tmp_path / "out", cfg, tokenizer, counts.eligible[:3])
     assert len(records) == 3
     for kind in (pipeline.DetectionScorer, pipeline.FuzzingScorer):
         judge = _CountingJudge()

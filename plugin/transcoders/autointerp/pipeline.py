@@ -322,7 +322,9 @@ def examples_needed(cfg: AutointerpConfig) -> int:
     return cfg.n_examples_train + max(cfg.min_examples, cfg.n_examples_test)
 
 
-def _records(ckpt, out: Path, cfg: AutointerpConfig, tokenizer, sample: np.ndarray) -> list[LatentRecord]:
+def latent_records(ckpt, out: Path, cfg: AutointerpConfig, tokenizer, sample: np.ndarray) -> list[LatentRecord]:
+    """The Delphi records of the `sample` latents of `ckpt`'s cache, with the examples
+    the explainer and the scorers see (also what the latent browser shows)."""
     decoding = PerTokenDecoding(tokenizer)
     dataset = LatentDataset(
         raw_dir=cache.latents_dir(out, ckpt.architecture.name),
@@ -365,7 +367,7 @@ def _explain_and_score(ckpt, out: Path, cfg, tokenizer, explainer, scorers) -> l
         )
     rng = np.random.default_rng(cfg.seed)
     sample = np.sort(rng.choice(eligible, size=min(cfg.latents, len(eligible)), replace=False))
-    records = _records(ckpt, out, cfg, tokenizer, sample)
+    records = latent_records(ckpt, out, cfg, tokenizer, sample)
     label = f"{arch}/{hp}"
 
     explanations, fresh = _explain(records, explainer, root / "explanations", label, cfg)
