@@ -20,7 +20,7 @@ from safetensors.numpy import load_file
 from tests.autointerp.tiny_autointerp import tiny_options, tiny_world
 from transcoders.autointerp import pipeline
 from transcoders.autointerp.config import AutointerpConfig
-from transcoders.browse import BrowseError, build_site
+from transcoders.browse.site import BrowseError, build_site
 from transcoders.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

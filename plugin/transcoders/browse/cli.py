@@ -18,7 +18,13 @@ import click
               help="Device for the logit-effect product (loads the subject model).")
 def browse_command(run_dir: Path, autointerp_dir: Path | None, out: Path | None, device: str) -> None:
     """Write a static latent browser (open its index.html from disk) for RUN_DIR's
-    autointerp results: overview, sortable latent list, one page per latent."""
+    autointerp results: overview, sortable latent list, one page per latent.
+
+    \b
+    Examples:
+      transcoders browse runs/demo
+      transcoders browse runs/demo --autointerp runs/demo/autointerp-x --out /tmp/site
+    """
     from .site import build_site
 
     start = time.perf_counter()
