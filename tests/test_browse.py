@@ -68,6 +68,9 @@ def test_site_holds_every_sampled_latent(run, site):
         assert len(train) == 5 and len(test) == 5 and len(negatives) == 5
         assert all(len(e["tokens"]) == len(e["acts"]) == 16 for e in train + test + negatives)
         assert all(max(e["acts"]) > 0 for e in train + test) and all(max(e["acts"]) == 0 for e in negatives)
+        # The scorer's own verdict on each example it saw, matched from its score list.
+        assert all(isinstance(e["marks"]["embedding"], float) for e in test + negatives)
+        assert not any(e["marks"] for e in train)
         assert len(d["logits"]["top"]) == len(d["logits"]["bottom"]) == 10
         assert d["logits"]["top"][0][1] >= d["logits"]["bottom"][0][1]
         assert sum(d["histogram"]["counts"]) == r["firing_count"]

@@ -105,7 +105,9 @@ window.addEventListener("hashchange", () => { if (document.getElementById("laten
 function tokenSpan(token, act, maxAct) {
   const alpha = maxAct > 0 ? Math.max(act, 0) / maxAct : 0;
   return el("span", {"class": "tok", "data-act": act, "data-alpha": alpha.toFixed(3),
-    title: `activation ${fmt(act)}`, style: `background-color: rgba(255, 112, 0, ${alpha.toFixed(3)})`}, token);
+    title: `activation ${fmt(act)}`, style: `background-color: rgba(255, 112, 0, ${alpha.toFixed(3)})`},
+    // A newline shown as a mark keeps each example on one line.
+    token.replace(/\n/g, "\u21b5"));
 }
 
 function exampleRow(example, maxAct) {
