@@ -78,13 +78,17 @@ def build_site(run_dir: str | Path, autointerp_dir: str | Path | None = None,
         ckpts = {(c.architecture.name, c.hookpoint): c for c in checkpoints.find(run_dir, cfg.reads)}
     except checkpoints.CheckpointError as err:
         raise BrowseError(str(err)) from err
+    groups = list(df.groupby(["architecture", "hookpoint"], sort=True))
+    for (arch, hp), _ in groups:
+        if (arch, hp) not in ckpts:
+            raise BrowseError(
+                f"{results} has results for {arch}/{hp} but {run_dir} has no such coder: "
+                "pass the run that autointerp read, or its own --autointerp folder")
     tokenizer = _tokenizer(model_name)
     unembed = _unembedding(model_name, device)
 
     rows, overviews = [], []
-    for (arch, hp), group in df.groupby(["architecture", "hookpoint"], sort=True):
-        if (arch, hp) not in ckpts:
-            raise BrowseError(f"{results} has results for {arch}/{hp} but {run_dir} has no such coder")
+    for (arch, hp), group in groups:
         built = _hookpoint(ckpts[arch, hp], group, results, out, cfg, tokenizer, unembed)
         rows += built
         overviews.append(_overview(arch, hp, group, results, cfg, summary, evaluation))
