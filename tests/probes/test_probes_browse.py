@@ -20,10 +20,14 @@ def one_line_error(args: list[str]) -> str:
     return result.output
 
 
-@probe("browse", "a run with no autointerp results", "one-line error naming the folder, `transcoders autointerp` and `--autointerp`")
+@probe("browse", "a run with no autointerp results", "one-line error naming the folder, `transcoders autointerp`, `--autointerp` and the run's other autointerp folders")
 def test_browse_without_autointerp_results(tmp_path):
     out = one_line_error(["browse", str(tmp_path)])
     assert str(tmp_path / "autointerp") in out and "transcoders autointerp" in out and "--autointerp" in out
+    # Results written elsewhere under the run (make run's autointerp-<hash>) are named.
+    (tmp_path / "autointerp-1234").mkdir()
+    (tmp_path / "autointerp-1234" / "summary.json").write_text("{}")
+    assert "holds autointerp-1234" in one_line_error(["browse", str(tmp_path)])
 
 
 @probe("browse", "`--autointerp` with another run's results", "one-line error naming the coder the run lacks")

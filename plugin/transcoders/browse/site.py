@@ -62,9 +62,11 @@ def build_site(run_dir: str | Path, autointerp_dir: str | Path | None = None,
     results = Path(autointerp_dir) if autointerp_dir else run_dir / "autointerp"
     summary = read_json(results / "summary.json", dict, "not browsing it")
     if summary is None or not (results / "latents.csv").is_file():
+        others = sorted(p.parent.name for p in run_dir.glob("autointerp*/summary.json"))
+        found = f" ({run_dir} holds {', '.join(others)})" if others and not autointerp_dir else ""
         raise BrowseError(
             f"{results} holds no finished autointerp results (summary.json and latents.csv); "
-            "run `transcoders autointerp` first, or pass --autointerp with its --out folder"
+            f"run `transcoders autointerp` first, or pass --autointerp with its --out folder{found}"
         )
     out = Path(out) if out else results / "browser"
     fields = {f.name for f in dataclasses.fields(AutointerpConfig)}
@@ -214,9 +216,10 @@ def _token_values(decoding, ids: torch.Tensor, values: torch.Tensor) -> list[lis
     return [[t, round(float(v), 4)] for t, v in zip(decoding.batch_decode(ids.cpu()), values)]
 
 
-def _example_marks(folder: Path, stem: str) -> dict[str, dict[str, float | bool | None]]:
+def _example_marks(folder: Path, stem: str) -> dict[str, dict[str, list]]:
     """Per example text (tokens joined), what each scorer made of it with the real
-    explanation: the detection/fuzzing prediction, or the embedding similarity."""
+    explanation: the detection/fuzzing predictions, or the embedding similarity (a
+    list, since fuzzing shows one window twice, correctly and wrongly highlighted)."""
     marks: dict[str, dict] = {}
     if not folder.is_dir():
         return marks
@@ -233,7 +236,7 @@ def _example_marks(folder: Path, stem: str) -> dict[str, dict[str, float | bool 
                 key, value = e["text"], _number(e.get("similarity"))
             else:
                 continue
-            marks.setdefault(key, {})[sub.name] = value
+            marks.setdefault(key, {}).setdefault(sub.name, []).append(value)
     return marks
 
 

@@ -111,8 +111,9 @@ function tokenSpan(token, act, maxAct) {
 }
 
 function exampleRow(example, maxAct) {
-  const marks = Object.entries(example.marks).map(([s, v]) =>
-    el("span", {"class": "mark"}, `${s}: ${typeof v === "boolean" ? (v ? "said active" : "said inactive") : fmt(v)}`));
+  const verdict = v => (typeof v === "boolean" ? (v ? "said active" : "said inactive") : v === null ? "no answer" : fmt(v));
+  const marks = Object.entries(example.marks).map(([s, vs]) =>
+    el("span", {"class": "mark"}, `${s}: ${vs.map(verdict).join(", ")}`));
   return el("div", {"class": "example", "data-ids": example.ids.join(" ")},
     el("span", {"class": "label"}, example.label || `max ${fmt(Math.max(...example.acts))}`),
     el("span", {"class": "text"}, ...example.tokens.map((t, i) => tokenSpan(t, example.acts[i], maxAct))),
