@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -70,7 +69,7 @@ def build_site(run_dir: str | Path, autointerp_dir: str | Path | None = None,
         )
     out = Path(out) if out else results / "browser"
     fields = {f.name for f in dataclasses.fields(AutointerpConfig)}
-    cfg = AutointerpConfig(**{k: v for k, v in summary["config"].items() if k in fields})
+    cfg = AutointerpConfig(**{k: v for k, v in summary.get("config", {}).items() if k in fields})
     settings = read_json(results / "settings.json", dict, "using the summary's config") or {}
     model_name = settings.get("model") or cfg.model or "embedded"
     df = pd.read_csv(results / "latents.csv")
@@ -91,8 +90,7 @@ def build_site(run_dir: str | Path, autointerp_dir: str | Path | None = None,
 
     rows, overviews = [], []
     for (arch, hp), group in groups:
-        built = _hookpoint(ckpts[arch, hp], group, results, out, cfg, tokenizer, unembed)
-        rows += built
+        rows += _hookpoint(ckpts[arch, hp], group, results, out, cfg, tokenizer, unembed)
         overviews.append(_overview(arch, hp, group, results, cfg, summary, evaluation))
 
     env = jinja2.Environment(
@@ -104,11 +102,10 @@ def build_site(run_dir: str | Path, autointerp_dir: str | Path | None = None,
         title=title, overviews=overviews, run=str(run_dir), results=str(results)))
     write_text(out / "latents.html", env.get_template("latents.html").render(title=title))
     write_text(out / "latent.html", env.get_template("latent.html").render(title=title))
-    _write_data(out / "data" / "latents.js", "browseLatents", {
-        "scorers": sorted(df["scorer"].dropna().unique().tolist()), "latents": rows})
+    scorers = sorted(df["scorer"].dropna().unique().tolist()) if "scorer" in df else []
+    _write_data(out / "data" / "latents.js", "browseLatents", {"scorers": scorers, "latents": rows})
     for name in STATIC:
-        with resources.as_file(resources.files("transcoders.browse") / "templates" / name) as src:
-            shutil.copyfile(src, out / name)
+        write_text(out / name, (resources.files("transcoders.browse") / "templates" / name).read_text())
     return out
 
 
