@@ -121,6 +121,19 @@ def test_train_rejects_negative_seed(train_refuses):
     assert "--seed must be zero or more" in train_refuses(["--seed", -1], dict(seed=-1))
 
 
+@probe("train", "`--auxk-alpha -0.1` or `nan`, `--dead-tokens 0`, `--k-decay-steps -1`",
+       "one-line error naming the flag")
+@pytest.mark.parametrize("field, value, rule", [
+    ("auxk_alpha", -0.1, "must be zero or more"),
+    ("auxk_alpha", float("nan"), "must be zero or more"),
+    ("dead_tokens", 0, "must be a positive number"),
+    ("k_decay_steps", -1, "must be zero or more"),
+])  # fmt: skip
+def test_train_rejects_bad_dead_latent_options(train_refuses, field, value, rule):
+    flag = "--" + field.replace("_", "-")
+    assert f"{flag} {rule}" in train_refuses([flag, value], {field: value})
+
+
 @probe("train", "`--expansion-factor 0` or negative, `--num-latents -1`",
        "one-line error naming the flag (was: k=8 is larger than the number of latents (-576))")
 @pytest.mark.parametrize("field, value, rule", [

@@ -20,6 +20,9 @@ Workarounds for sparsify 1.3.3, kept here; drop each when sparsify fixes it:
   `datasets` for rows past the end (IndexError). `finished` tells `train` to skip it.
 - safetensors writes weights 0600: we give the checkpoint the umask's permissions.
 
+With `coder_scales` (training on normalised activations, `training/normalize.py`)
+every saved checkpoint is folded back to raw scale, and a resume unfolds it.
+
 It also stops a diverging run: every training loss and, after every optimizer step,
 every weight must be finite, else `TrainingDiverged` names the step instead of
 training on NaN.
@@ -41,6 +44,7 @@ from sparsify import Trainer
 
 from ..atomic import respect_umask
 from ..errors import UserError
+from .normalize import fold_file, unfold_
 
 STAGING = ".staging"
 
@@ -74,11 +78,20 @@ class AtomicTrainer(Trainer):
     """sparsify's Trainer whose checkpoints are replaced atomically and resume exactly.
 
     `on_save(step)` is called on rank zero after each checkpoint is in place.
+    `coder_scales` (hookpoint -> (s_in, s_out)) says the coders train on activations
+    scaled by those factors; each checkpoint is then saved folded to raw scale.
     """
 
-    def __init__(self, *args, on_save: Callable[[int], None] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        on_save: Callable[[int], None] | None = None,
+        coder_scales: dict[str, tuple[float, float]] | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.on_save = on_save
+        self.coder_scales = coder_scales or {}
         self.saved_step = -1
         self.num_batches = len(self.dataset) // self.cfg.batch_size
         for optimizer in self.optimizers:
@@ -120,6 +133,8 @@ class AtomicTrainer(Trainer):
         """sparsify's load_state, with the weights moved back to the training point."""
         super().load_state(path)
         self.saved_step = self.global_step
+        for name, (s_in, s_out) in self.coder_scales.items():
+            unfold_(self.saes[name], s_in, s_out)
         for optimizer in self.optimizers:
             if isinstance(optimizer, ScheduleFreeWrapper):
                 # The file holds the averaged weights that `optimizer.eval()` gave the
@@ -151,6 +166,8 @@ class AtomicTrainer(Trainer):
         self.saved_step = done
 
         if _rank_zero():
+            for name, (s_in, s_out) in self.coder_scales.items():
+                fold_file(staged / name, s_in, s_out)
             # Record the real location, not the staging one, in sparsify's config.
             self.cfg.save_json(str(staged / "config.json"))
             respect_umask(staged)

@@ -48,6 +48,17 @@ def _csv(_ctx, _param, value: str) -> list[str]:
 @click.option("--lr", type=float, default=None,
               help="Learning rate, above 0 (default: sparsify's rule from the number "
               "of latents).")
+@click.option("--normalize/--no-normalize", default=_DEFAULTS.normalize, show_default=True,
+              help="Train on input and target scaled to unit mean square per coordinate "
+              "(a power of two from the first 8 batches), folded back into the saved "
+              "weights: checkpoints stay plain sparsify checkpoints of raw activations.")
+@click.option("--auxk-alpha", default=_DEFAULTS.auxk_alpha, show_default=True,
+              help="Weight of sparsify's AuxK loss on dead latents: 0 (off) or more.")
+@click.option("--dead-tokens", default=_DEFAULTS.dead_tokens, show_default=True,
+              help="Tokens without firing after which AuxK treats a latent as dead: 1 or more.")
+@click.option("--k-decay-steps", default=_DEFAULTS.k_decay_steps, show_default=True,
+              help="Steps over which k falls linearly from 10 x the input width to --k "
+              "(sparsify's k schedule); 0 is off.")
 @click.option("--seed", default=_DEFAULTS.seed, show_default=True,
               help="Seeds the data order and every coder's initialisation: 0 or more.")
 @click.option("--save-every", default=_DEFAULTS.save_every, show_default=True,

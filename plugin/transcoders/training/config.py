@@ -59,6 +59,23 @@ class TrainingConfig:
     lr: float | None = None
     """Learning rate; None lets sparsify choose from the number of latents."""
 
+    normalize: bool = True
+    """Train every coder on its input and target each scaled to a mean square of
+    about one per coordinate (a power of two estimated on the first batches), and
+    fold the scales into the saved weights (`training/normalize.py`)."""
+
+    auxk_alpha: float = 0.0
+    """Weight of sparsify's AuxK loss, which trains dead latents to predict the
+    residual; 0 turns it off."""
+
+    dead_tokens: int = 10_000_000
+    """Tokens without firing after which AuxK counts a latent as dead (sparsify's
+    `dead_feature_threshold`)."""
+
+    k_decay_steps: int = 0
+    """Steps over which sparsify lowers k linearly from 10 x the input width to `k`;
+    0 trains at `k` throughout."""
+
     seed: int = 0
     """Seeds the data order and every coder's initialisation."""
 
@@ -82,6 +99,9 @@ class TrainingConfig:
             check.positive(name, getattr(self, name))
         check.non_negative("num_latents", self.num_latents)
         check.non_negative("seed", self.seed)
+        check.non_negative("auxk_alpha", self.auxk_alpha)
+        check.positive("dead_tokens", self.dead_tokens)
+        check.non_negative("k_decay_steps", self.k_decay_steps)
         if self.lr is not None:
             check.positive("lr", self.lr)
         if self.num_latents and self.k > self.num_latents:

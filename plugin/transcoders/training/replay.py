@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..activations import module_io
+from .sites import Scales, SiteModel
 
 REPLAY_BUDGET_BYTES = 4 * 2**30
 
@@ -30,30 +31,19 @@ def replay_bytes(rows: int, ctx_len: int, widths: dict[str, tuple[int, int]], it
     return rows * ctx_len * itemsize * sum(d_in + d_out for d_in, d_out in widths.values())
 
 
-class _Site(nn.Module):
-    """Stands where a hooked module was; returns the recorded output."""
+class ActivationReplay(SiteModel):
+    """A stand-in for the subject model that replays recorded hookpoint activations,
+    multiplied by `scales` where given."""
 
-    def forward(self, recorded_input: Tensor, recorded_output: Tensor) -> Tensor:
-        return recorded_output
-
-
-class ActivationReplay(nn.Module):
-    """A stand-in for the subject model that replays recorded hookpoint activations."""
-
-    def __init__(self, model: nn.Module, hookpoints: list[str], rows: Dataset, batch_size: int):
-        super().__init__()
-        self.config = model.config
-        self._device = next(model.parameters()).device
-        self.hookpoints = hookpoints
-        for name in hookpoints:
-            parent = self
-            *path, leaf = name.split(".")
-            for part in path:
-                if not hasattr(parent, part):
-                    parent.add_module(part, nn.Module())
-                parent = getattr(parent, part)
-            parent.add_module(leaf, _Site())
-
+    def __init__(
+        self,
+        model: nn.Module,
+        hookpoints: list[str],
+        rows: Dataset,
+        batch_size: int,
+        scales: Scales | None = None,
+    ):
+        super().__init__(model, hookpoints, scales)
         self.tokens = rows[:]["input_ids"]
         self.row_of = {row.numpy().tobytes(): i for i, row in enumerate(self.tokens)}
         parts: dict[str, dict[str, list[Tensor]]] = {
@@ -70,16 +60,6 @@ class ActivationReplay(nn.Module):
         }
 
     @property
-    def base_model(self) -> "ActivationReplay":
-        """sparsify looks hookpoints up under `base_model`; they are here."""
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        """The device the activations were recorded on."""
-        return self._device
-
-    @property
     def dummy_inputs(self) -> dict[str, Tensor]:
         """sparsify probes widths with a forward on these: a recorded row."""
         return {"input_ids": self.tokens[:1]}
@@ -92,4 +72,4 @@ class ActivationReplay(nn.Module):
             raise RuntimeError("ActivationReplay got a row it did not record") from err
         for name in self.hookpoints:
             recorded = self.recorded[name]
-            self.get_submodule(name)(recorded["input"][index], recorded["output"][index])
+            self.feed(name, recorded["input"][index], recorded["output"][index])

@@ -28,6 +28,7 @@ from .allocator import keep_freed_memory
 from .checkpoint import STAGING, AtomicTrainer, recover
 from .config import TrainingConfig
 from .heldout import heldout_fvu
+from .normalize import SCALE_BATCHES, ScaledLive, coder_scales, estimate_scales
 from .replay import REPLAY_BUDGET_BYTES, ActivationReplay, replay_bytes
 from .truncate import truncated
 
@@ -215,6 +216,9 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
         load_corpus(cfg.dataset, "eval", hf_split=cfg.eval_split),
         tokenizer, ctx_len=cfg.ctx_len, max_tokens=cfg.eval_tokens, seed=cfg.seed,
     )
+    # The first batches of the whole stream, before sharding: every rank estimates
+    # the normalisation scales on the same rows, so all agree on them.
+    scale_ids = train_rows[: SCALE_BATCHES * cfg.batch_size]["input_ids"]
     if dist.is_initialized():
         world = dist.get_world_size()
         train_rows = train_rows.select(range(len(train_rows) - len(train_rows) % world))
@@ -242,8 +246,15 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
         if rank_zero:
             write_manifest(out, manifest)
 
-    write()
     live_model = truncated(model, hookpoints) if cfg.truncate else model
+    scales = None
+    if cfg.normalize:
+        # A resumed run keeps the scales its checkpoints were folded with.
+        scales = manifest.get("normalization") or estimate_scales(
+            live_model, hookpoints, list(scale_ids.to(device).split(cfg.batch_size))
+        )
+        manifest["normalization"] = scales
+    write()
     todo = [a for a in archs if records.get(a.name, {}).get("status") != COMPLETE]
     itemsize = next(model.parameters()).element_size()
     # Replay whenever the run has several architectures, even if one is left: a
@@ -252,11 +263,13 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
     recording = replay_bytes(len(train_rows), cfg.ctx_len, widths, itemsize)
     if todo and len(archs) > 1 and recording <= REPLAY_BUDGET_BYTES:
         start = time.perf_counter()
-        train_model = ActivationReplay(live_model, hookpoints, train_rows, cfg.batch_size)
+        train_model = ActivationReplay(
+            live_model, hookpoints, train_rows, cfg.batch_size, scales=scales
+        )
         manifest["activation_recording_s"] = time.perf_counter() - start
         forward = "replay"
     else:
-        train_model = live_model
+        train_model = live_model if scales is None else ScaledLive(live_model, scales)
         forward = "truncated" if cfg.truncate else "full"
 
     keep_freed_memory()
@@ -277,8 +290,12 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
             save_dir=str(out),
             run_name=arch.name,
             save_every=cfg.save_every,
+            auxk_alpha=cfg.auxk_alpha,
+            dead_feature_threshold=cfg.dead_tokens,
+            k_decay_steps=cfg.k_decay_steps,
             log_to_wandb=False,
         )
+        scaled = coder_scales(arch, scales) if scales else None
         print(f"\n== {arch.name}: {arch.description}")
         previous = _recover(out, arch.name, rank_zero) if resume else None
         # Wall time of earlier sessions, up to the checkpoint this one resumes from.
@@ -291,13 +308,17 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
             "coder_config": coder_cfg.to_dict(),
             "num_latents": num_latents,
             "forward": forward,
+            # (s_in, s_out) per hookpoint, already folded into the checkpoints.
+            "training_scales": {h: list(s) for h, s in scaled.items()} if scaled else None,
         }
 
         def saved(step: int) -> None:
             record.update(step=step, wall_time_s=earlier + time.perf_counter() - start)
             write()
 
-        trainer = AtomicTrainer(train_cfg, train_rows, train_model, on_save=saved)
+        trainer = AtomicTrainer(
+            train_cfg, train_rows, train_model, on_save=saved, coder_scales=scaled
+        )
         if previous is not None:
             trainer.load_state(str(previous))
         resumed_step = trainer.global_step
