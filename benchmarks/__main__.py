@@ -43,12 +43,18 @@ def _autointerp():
     return run(AutointerpBench())
 
 
+def _dead_latents():
+    from .dead_latents import DeadLatentsBench, run
+    return run(DeadLatentsBench())
+
+
 BENCHMARKS = {
     "training": _training,
     "replay": _replay,
     "coder_flops": _coder_flops,
     "caching": _caching,
     "autointerp": _autointerp,
+    "dead_latents": _dead_latents,
 }
 
 
