@@ -12,6 +12,9 @@ from typing import Any
 
 from transcoders import validation
 from transcoders.errors import UserError
+from transcoders.training import TrainingConfig
+
+TRAINING_DEFAULTS = TrainingConfig(out="")
 
 RUNS = Path("runs")
 """Where every preset's work and results go by default, relative to the current
@@ -49,6 +52,19 @@ class Preset:
 
     train_tokens: int = 200_000
     """Training tokens per architecture."""
+
+    normalize: bool = TRAINING_DEFAULTS.normalize
+    """Train on normalised activations, folded into the saved weights (`transcoders
+    train --normalize`); the same for every architecture."""
+
+    auxk_alpha: float = TRAINING_DEFAULTS.auxk_alpha
+    """Weight of sparsify's AuxK loss on dead latents; 0 is off."""
+
+    dead_tokens: int = TRAINING_DEFAULTS.dead_tokens
+    """Tokens without firing after which AuxK treats a latent as dead."""
+
+    k_decay_steps: int = TRAINING_DEFAULTS.k_decay_steps
+    """Steps of sparsify's k schedule; 0 is off."""
 
     ctx_len: int = 256
     batch_size: int = 8
@@ -99,12 +115,14 @@ class Preset:
                      "autointerp_tokens", "autointerp_ctx_len", "example_ctx_len",
                      "n_examples_train", "n_examples_test", "n_non_activating"):
             validation.positive(name, getattr(self, name))
+        validation.positive("dead_tokens", self.dead_tokens)
         if self.autointerp_ctx_len % self.example_ctx_len:
             raise validation.ConfigError(
                 f"--autointerp-ctx-len ({self.autointerp_ctx_len}) must be a multiple of "
                 f"--example-ctx-len ({self.example_ctx_len})"
             )
-        for name in ("expansion_factor", "num_latents", "latents", "seed"):
+        for name in ("expansion_factor", "num_latents", "latents", "seed", "auxk_alpha",
+                     "k_decay_steps"):
             validation.non_negative(name, getattr(self, name))
         if not self.num_latents:
             validation.positive("expansion_factor", self.expansion_factor)
@@ -146,6 +164,10 @@ SMOLLM2_135M = {
 # (delphi.config defaults, which the paper's runs used), LLM-judged detection and
 # fuzzing beside the embedding scorer. `--check` verifies all of it offline.
 PAPER_SCALE: dict[str, Any] = {
+    # The paper does not describe normalising activations or reviving dead latents:
+    # its presets train on raw activations, with sparsify's defaults.
+    "normalize": False,
+    "auxk_alpha": 0.0,
     "dataset": "EleutherAI/SmolLM2-135M-10B",
     "dataset_split": "train[:20%]",
     "eval_split": "train[99%:]",
@@ -174,6 +196,10 @@ PRESETS = {
             "SmolLM2-135M-Instruct on Shakespeare, layer 6 MLP, offline on CPU.",
             train_tokens=100_000,
             eval_tokens=8_192,
+            # Normalised (the default) with AuxK, chosen by the dead-latent study
+            # (docs/guides/dead-latents.md): a latent is dead after 4 of 48 steps.
+            auxk_alpha=1 / 32,
+            dead_tokens=8_192,
             model_config=SMOLLM2_135M,
         ),
         Preset(

@@ -47,6 +47,10 @@ def training_config(preset: Preset, run_dir: Path) -> TrainingConfig:
         expansion_factor=preset.expansion_factor,
         num_latents=preset.num_latents,
         tokens=preset.train_tokens,
+        normalize=preset.normalize,
+        auxk_alpha=preset.auxk_alpha,
+        dead_tokens=preset.dead_tokens,
+        k_decay_steps=preset.k_decay_steps,
         eval_tokens=min(preset.eval_tokens, 32_768),
         ctx_len=preset.ctx_len,
         batch_size=preset.batch_size,
@@ -197,15 +201,34 @@ def evaluate_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
     return json.loads((run_dir / RESULTS_JSON).read_text())
 
 
-def autointerp_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
-    from transcoders.autointerp.pipeline import TEST_SAMPLING, run_autointerp
+def autointerp_run_config(preset: Preset, run_dir: Path) -> AutointerpConfig:
+    """The autointerp config of `preset`, writing into its folder under `run_dir`."""
+    from transcoders.autointerp.pipeline import TEST_SAMPLING
 
     cfg = autointerp_config(preset)
     # Scorers are left out of the folder's key: adding one reuses the cache and the
     # explanations, and Delphi's per-scorer files say which scores already exist.
     # The test-example rule is in it: scores drawn under another rule are not reused.
     folder_key = config_key({**cfg.__dict__, "scorers": None, "out": None, "test_sampling": TEST_SAMPLING})
-    cfg = replace(cfg, out=str(run_dir / f"autointerp-{folder_key}"))
+    return replace(cfg, out=str(run_dir / f"autointerp-{folder_key}"))
+
+
+def autointerp_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
+    from transcoders.autointerp.pipeline import run_autointerp
+
+    cfg = autointerp_run_config(preset, run_dir)
     summary = Path(cfg.out) / "summary.json"
     stages.run("autointerp", config_key(cfg.__dict__), summary, lambda: run_autointerp(run_dir, cfg))
     return json.loads(summary.read_text())
+
+
+def browse_stage(stages: Stages, preset: Preset, run_dir: Path, out: Path) -> Path:
+    """Build the latent browser of the autointerp results into `out`; returns it."""
+    from transcoders.browse.site import build_site
+
+    cfg = autointerp_run_config(preset, run_dir)
+    index = out / "index.html"
+    summary = Path(cfg.out) / "summary.json"
+    key = config_key({"autointerp": _digest(summary), "out": str(out)})
+    stages.run("browse", key, index, lambda: build_site(run_dir, cfg.out, out, device=cfg.device))
+    return out

@@ -27,7 +27,7 @@ from transcoders.evaluation import bootstrap
 
 from . import presets
 from .presets import Preset
-from .stages import Stages, autointerp_stage, evaluate_stage, train_stage
+from .stages import Stages, autointerp_stage, browse_stage, evaluate_stage, train_stage
 
 EVAL_COLUMNS = {
     "fvu": "FVU",
@@ -208,6 +208,8 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
             run_dir = train_stage(stages, preset)
         evaluation = evaluate_stage(stages, preset, run_dir)
         summary = autointerp_stage(stages, preset, run_dir) if preset.latents > 0 else None
+        if summary is not None:
+            browse_stage(stages, preset, run_dir, out / "browser")
 
     table = build_table(preset.model, evaluation, summary)
     pairs = comparisons(evaluation, summary)
@@ -261,7 +263,7 @@ def preset_options(command):
         help_text = f"Override the preset's {f.name}" + (
             " (comma-separated)." if kind.startswith("tuple") else "."
         )
-        option_type = int if kind.startswith("int") else str
+        option_type = {"int": int, "float": float, "bool": click.BOOL}.get(kind, str)
         command = click.option(flag, f.name, type=option_type, default=None, help=help_text)(command)
     return command
 

@@ -97,9 +97,9 @@ def test_smoke_preset_end_to_end_and_cached_rerun(smoke_table1, tmp_path):
             else:
                 low, high = map(float, interval.rstrip("]").split(", "))
                 assert low <= float(diff) <= high
-    for name in ("table1.md", "table1.csv", "results.json"):
+    for name in ("table1.md", "table1.csv", "results.json", "browser/index.html"):
         assert (work.parent / "out" / name).is_file()
-    assert set(results["stage_wall_time_s"]) == {"train", "evaluate", "autointerp"}
+    assert set(results["stage_wall_time_s"]) == {"train", "evaluate", "autointerp", "browse"}
 
     again = table1.run(preset, tmp_path / "out2", work)
     assert again["total_wall_time_s_this_invocation"] < 30

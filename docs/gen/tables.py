@@ -21,6 +21,10 @@ Figures work the same way: `<!-- figure: reproductions/results/embedded/pareto.p
 ... `<!-- /figure -->` shows the image if it exists (copied into the site under
 `generated/`), else keeps the notice.
 
+A static site (the latent browser) works alike: `<!-- site: PATH -->` ...
+`<!-- /site -->` becomes a link to `PATH/index.html` when it exists, with every file
+under PATH copied into the site under `generated/`.
+
 `<!-- presets-table -->` is replaced by the reproduction presets' values, read from
 `reproductions.presets` itself, and `<!-- probes-table -->` by the failure probes that
 `tests/probes/` checks (read from their `@probe(...)` decorators, not imported).
@@ -46,6 +50,7 @@ REGION = re.compile(
     re.S,
 )
 FIGURE = re.compile(r"<!-- figure: (?P<path>\S+) -->\n(?P<notice>.*?)<!-- /figure -->", re.S)
+SITE = re.compile(r"<!-- site: (?P<path>\S+) -->\n(?P<notice>.*?)<!-- /site -->", re.S)
 GENERATED = "generated"
 FLOAT = re.compile(r"[-+]?\d*\.\d+(e[-+]?\d+)?|[-+]?\d+e[-+]?\d+", re.I)
 
@@ -171,14 +176,39 @@ def figures(markdown: str, root: Path, page_uri: str) -> str:
     return FIGURE.sub(replace, markdown)
 
 
+def sites(markdown: str, root: Path, page_uri: str) -> str:
+    """Replace every site region whose index.html exists by a link to it."""
+
+    def replace(match: re.Match) -> str:
+        rel = match["path"]
+        if not (root / rel / "index.html").is_file():
+            return match[0]
+        link = posixpath.relpath(f"{GENERATED}/{rel}/index.html", posixpath.dirname(page_uri) or ".")
+        return f"[Open it]({link}) (copied from `{rel}`).\n"
+
+    return SITE.sub(replace, markdown)
+
+
 def on_files(files, config):
-    """MkDocs entry point: copy every existing figure a page names into the site."""
+    """MkDocs entry point: copy every existing figure, and every file of every
+    existing site, that a page names into the site."""
     root = Path(config["config_file_path"]).parent
+
+    def add(source: Path, rel: str) -> None:
+        uri = f"{GENERATED}/{rel}"
+        if files.get_file_from_path(uri) is None:
+            files.append(File.generated(config, uri, abs_src_path=str(source)))
+
     for page in Path(config["docs_dir"]).rglob("*.md"):
-        for match in FIGURE.finditer(page.read_text()):
-            source, uri = root / match["path"], f"{GENERATED}/{match['path']}"
-            if source.is_file() and files.get_file_from_path(uri) is None:
-                files.append(File.generated(config, uri, abs_src_path=str(source)))
+        text = page.read_text()
+        for match in FIGURE.finditer(text):
+            if (root / match["path"]).is_file():
+                add(root / match["path"], match["path"])
+        for match in SITE.finditer(text):
+            folder = root / match["path"]
+            if (folder / "index.html").is_file():
+                for source in sorted(p for p in folder.rglob("*") if p.is_file()):
+                    add(source, f"{match['path']}/{source.relative_to(folder).as_posix()}")
     return files
 
 
@@ -189,4 +219,5 @@ def on_page_markdown(markdown, page, config, files):
         markdown = markdown.replace("<!-- presets-table -->", presets_table(root))
     if "<!-- probes-table -->" in markdown:
         markdown = markdown.replace("<!-- probes-table -->", probes_table(root))
-    return figures(render(markdown, root), root, page.file.src_uri)
+    uri = page.file.src_uri
+    return sites(figures(render(markdown, root), root, uri), root, uri)
