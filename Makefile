@@ -11,7 +11,7 @@ CIRCUITS_STAMP := $(CIRCUITS_VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup circuits-env circuits run results test test-fast docs docs-serve bench clean
+.PHONY: setup circuits-env circuits run results figures test test-fast docs docs-serve bench clean
 
 setup: $(STAMP)
 
@@ -36,9 +36,19 @@ $(CIRCUITS_STAMP): requirements/circuits.lock
 run: setup
 	$(BIN)/python -m reproductions.table1
 
-# Refresh the committed embedded result and the README table generated from it.
+# Refresh the committed embedded result, the same preset trained with sparsify's
+# defaults (the dead-latent guide's "before"), and the README table.
 results: setup
 	$(BIN)/python -m reproductions.table1 --out reproductions/results/embedded
+	$(BIN)/python -m reproductions.table1 --normalize false --auxk-alpha 0 \
+		--work runs/embedded-plain --out reproductions/results/embedded-plain
+	$(BIN)/python -m reproductions.readme
+
+# The embedded preset's Pareto and per-layer figures (about 20 min on 2 cores), beside
+# the committed Table 1; shares its stages under runs/embedded.
+figures: setup
+	$(BIN)/python -m reproductions.pareto --out reproductions/results/embedded
+	$(BIN)/python -m reproductions.layers --out reproductions/results/embedded
 	$(BIN)/python -m reproductions.readme
 
 circuits: setup circuits-env
