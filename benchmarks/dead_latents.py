@@ -60,16 +60,23 @@ class DeadLatentsBench:
     """Sizes of the study (the embedded preset's training budget)."""
 
     hookpoint: str = "layers.6.mlp"
+    """The embedded model's MLP every coder is trained on."""
     k: int = 32
+    """Active latents per token."""
     expansion_factor: int = 16
+    """Latents per input dimension (9,216 for the 576-wide MLP)."""
     train_tokens: int = 100_000
+    """Training tokens per architecture; the selection rows come after them."""
     ctx_len: int = 256
+    """Tokens per sequence, for training and measuring."""
     batch_size: int = 8
+    """Sequences per training step and per measured batch."""
     selection_tokens: int = 65_536
     """Selection tokens dead latents and FVU are counted over."""
     splice_tokens: int = 8_192
     """Selection tokens ΔCE and KL are measured on (the full model runs per coder)."""
     treatments: list[str] = field(default_factory=lambda: list(TREATMENTS))
+    """Names from TREATMENTS, run in this order."""
 
 
 def selection_rows(bench: DeadLatentsBench, tokenizer) -> torch.Tensor:
