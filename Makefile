@@ -46,7 +46,7 @@ results: setup
 
 # The embedded preset's Pareto and per-layer figures beside the committed Table 1
 # (sharing its stages under runs/embedded), and the per-layer figure trained with
-# sparsify's defaults for the dead-latent guide: about 35 min on 2 cores.
+# sparsify's defaults for the dead-latent guide: about 30 min on 2 cores.
 figures: setup
 	$(BIN)/python -m reproductions.pareto --out reproductions/results/embedded
 	$(BIN)/python -m reproductions.layers --out reproductions/results/embedded
