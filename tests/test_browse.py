@@ -105,6 +105,18 @@ def test_cli_writes_where_asked(run, tmp_path):
         build_site(tmp_path / "site")
 
 
+def test_a_rebuild_drops_latents_of_an_earlier_build(run, site, tmp_path):
+    out = tmp_path / "site"
+    build_site(run, out=out)
+    stale = out / "data" / "sae" / HP / "999999.js"
+    stale.write_text("browseLatent({});\n")
+    mine = out / "data" / "notes.txt"
+    mine.write_text("kept")
+    build_site(run, out=out)
+    assert not stale.exists() and mine.read_text() == "kept"
+    assert sorted(p.name for p in (out / "data").rglob("*.js")) == sorted(p.name for p in (site / "data").rglob("*.js"))
+
+
 # ---- in headless Chromium ----
 
 

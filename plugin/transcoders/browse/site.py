@@ -106,7 +106,16 @@ def build_site(run_dir: str | Path, autointerp_dir: str | Path | None = None,
     _write_data(out / "data" / "latents.js", "browseLatents", {"scorers": scorers, "latents": rows})
     for name in STATIC:
         write_text(out / name, (resources.files("transcoders.browse") / "templates" / name).read_text())
+    _remove_stale(out, {out / "data" / r["arch"] / _safe(r["hookpoint"]) / f"{r['latent']}.js" for r in rows})
     return out
+
+
+def _remove_stale(out: Path, written: set[Path]) -> None:
+    """Delete latent data files an earlier build left in `out` (another sample or
+    run), so the folder holds only this build's latents; other files are kept."""
+    for path in (out / "data").glob("*/*/*.js"):
+        if path.stem.isdigit() and path not in written:
+            path.unlink()
 
 
 def _unembedding(model_name: str, device: str) -> torch.Tensor:
