@@ -215,6 +215,15 @@ def test_evaluate_rejects_zero_instead_of_using_the_manifest(tmp_path, field, va
     assert f"{flag} must be a positive number" in line
 
 
+@probe("evaluate", "`--model ''`, `--dataset ' '`, `--eval-split ''`",
+       "one-line error naming the flag (an empty model used to mean the run's)")
+@pytest.mark.parametrize("field, value", [("model", ""), ("dataset", " "), ("eval_split", "")])
+def test_evaluate_rejects_an_empty_name(tmp_path, field, value):
+    flag = "--" + field.replace("_", "-")
+    line = evaluate_refuses(tmp_path, [flag, value], {field: value})
+    assert f"{flag} is empty" in line
+
+
 def test_unset_fields_come_from_the_manifest():
     manifest = {"config": {"model": "m", "ctx_len": 64, "eval_tokens": 640, "seed": 3}}
     resolved = EvalConfig(run_dir="run", device="cpu").resolve(manifest)

@@ -99,13 +99,19 @@ class EvalConfig:
         if self.seed is not None:
             check.non_negative("seed", self.seed)
         check.device("device", self.device)
+        for name in ("model", "dataset", "eval_split"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise check.ConfigError(
+                    f"{check.flag(name)} is empty: name one, or leave the option out to "
+                    "use the run's"
+                )
         if self.reads not in (None, "input", "output"):
             raise check.ConfigError(f"--reads is input or output, got {self.reads!r}")
 
     def resolve(self, manifest: dict) -> EvalConfig:
         """Fill the unset fields from the run manifest's `config`, then defaults."""
         run = manifest.get("config", {})
-        model = self.model or run.get("model")
+        model = self.model if self.model is not None else run.get("model")
         if model is None:
             raise MissingModelError(
                 f"{self.run_dir} has no {checkpoints.MANIFEST_FILE} saying which "
@@ -117,8 +123,8 @@ class EvalConfig:
         return replace(
             self,
             model=model,
-            dataset=self.dataset or run.get("dataset", EMBEDDED),
-            eval_split=self.eval_split or run.get("eval_split", "validation"),
+            dataset=self.dataset if self.dataset is not None else run.get("dataset", EMBEDDED),
+            eval_split=self.eval_split if self.eval_split is not None else run.get("eval_split", "validation"),
             ctx_len=self.ctx_len if self.ctx_len is not None else run.get("ctx_len", 256),
             tokens=self.tokens if self.tokens is not None else run.get("eval_tokens", 32_768),
             seed=self.seed if self.seed is not None else run.get("seed", 0),
