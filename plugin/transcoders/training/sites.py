@@ -60,5 +60,7 @@ class SiteModel(nn.Module):
 
     def feed(self, name: str, input: Tensor, output: Tensor) -> None:
         """Call hookpoint `name`'s site with its (scaled) activations."""
-        scale = self.scales.get(name, {})
-        self.get_submodule(name)(input * scale.get("input", 1.0), output * scale.get("output", 1.0))
+        scale = self.scales.get(name)
+        if scale is not None:
+            input, output = input * scale["input"], output * scale["output"]
+        self.get_submodule(name)(input, output)
