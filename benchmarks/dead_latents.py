@@ -2,9 +2,8 @@
 
 Every architecture is trained at the embedded preset's budget (SmolLM2-135M layer-6
 MLP, 9,216 latents, k=32, 100k Shakespeare tokens, seed 0) once per treatment:
-plain (sparsify's defaults), normalised (`training/normalize.py`) and normalised
-with a revival method (sparsify's AuxK loss, or its k schedule). All treatments of
-one run see the same training tokens.
+plain (sparsify's defaults), normalised (`training/normalize.py`), and each with
+sparsify's AuxK loss on dead latents. All treatments see the same training tokens.
 
 Everything is measured on *selection* text: training-split rows that come after
 the trained ones in the same shuffle, so never trained on and disjoint from the
