@@ -7,9 +7,9 @@ import torch
 from sparsify import SparseCoder
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from reproductions import pretrained, presets, table1
+from reproductions import presets, table1
 from reproductions.stages import Stages, training_config
-from transcoders import architectures
+from transcoders import architectures, hub
 from transcoders.checkpoints import find
 from transcoders.evaluation import EvalConfig, evaluate
 from transcoders.training import TrainingConfig, train
@@ -195,7 +195,7 @@ def test_pretrained_loads_from_offline_hub_cache_and_detects_legacy_centring(
     results = table1.run(preset, tmp_path / "out", tmp_path / "work", pretrained=True)
 
     run_dir = next((tmp_path / "work").glob("pretrained-*"))
-    record = json.loads((run_dir / pretrained.RECORD_FILE).read_text())
+    record = json.loads((run_dir / hub.IMPORT_RECORD).read_text())
     assert record["skip-transcoder/layers.1.mlp"]["legacy_input_centring"] is True
     assert record["skip-transcoder/layers.0.mlp"]["legacy_input_centring"] is False
     assert "legacy_input_centring" not in record["sae/layers.0.mlp"]

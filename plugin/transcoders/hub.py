@@ -21,24 +21,34 @@ changes how well it predicts, the better form is used, with the centring folded
 into the encoder bias (`W_enc (x − b_dec) + b_enc = W_enc x + (b_enc − W_enc b_dec)`,
 exact). Runs of `transcoders train` carry their architecture in their layout and
 manifest and are trusted as they are.
+
+`import_released` brings released hub repositories (one per architecture) into a run
+directory, applying these checks once, so that every later stage reads them like a
+trained run.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import fnmatch
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 from sparsify import SparseCoder
 from torch import Tensor, nn
 
-from .activations import module_io
+from .activations import base_of, module_io
 from .architectures import Site
+from .atomic import write_json
 from .errors import UserError
+from .run import CONFIG_FILE, COMPLETE, WEIGHTS_FILE, Manifest, coder_dir
 
 if TYPE_CHECKING:
     from .checkpoints import Checkpoint
@@ -190,13 +200,13 @@ def centres_input(ckpt: Checkpoint) -> bool:
     `transcode` is true)."""
     if ckpt.input_centred is not None:
         return ckpt.input_centred
-    return json.loads((ckpt.path / "cfg.json").read_text()).get("transcode") is not True
+    return json.loads((ckpt.path / CONFIG_FILE).read_text()).get("transcode") is not True
 
 
 def saved_as_current(ckpt: Checkpoint) -> bool:
     """Whether the files of a coder reading the module input are already in
     sparsify's current transcoder form: `transcode` true and no input centring."""
-    said = json.loads((ckpt.path / "cfg.json").read_text()).get("transcode") is True
+    said = json.loads((ckpt.path / CONFIG_FILE).read_text()).get("transcode") is True
     return said and not centres_input(ckpt)
 
 
@@ -222,16 +232,121 @@ def identify_run(
 ) -> list[Checkpoint]:
     """`identify` for a caller that has no model loaded yet (autointerp): loads the
     run's model and a few rows of `dataset`'s `split` only when a coder needs it."""
-    from .checkpoints import read_manifest
     from .data import EMBEDDED, load_model
+    from .run import Manifest
 
-    manifest = read_manifest(run_dir)
-    if not any(_needs_check(c, bool(manifest)) for c in found):
+    manifest = Manifest.read(run_dir)
+    plugin_run = manifest is not None
+    if not any(_needs_check(c, plugin_run) for c in found):
         return found
-    run = manifest.get("config", {})
+    run = manifest.config if plugin_run else {}
     model_name, dataset = model or run.get("model", EMBEDDED), dataset or run.get("dataset", EMBEDDED)
     lm, tokenizer = load_model(model_name, device=device)
     local = dataset == EMBEDDED or Path(dataset).exists()
     ids = check_tokens(tokenizer, dataset, split if local else "eval", None if local else split)
-    found, _ = identify(lm, found, ids, plugin_run=bool(manifest))
+    found, _ = identify(lm, found, ids, plugin_run=plugin_run)
     return found
+
+
+IMPORT_RECORD = "pretrained.json"
+"""Per imported coder (`<arch>/<hookpoint>`): its repository, its source folder, and
+for a coder reading the module input the centring FVUs and verdict."""
+
+
+def import_released(
+    repos: Mapping[str, str],
+    run_dir: str | Path,
+    *,
+    model: str,
+    hookpoints: Sequence[str],
+    dataset: str,
+    eval_split: str,
+    ctx_len: int,
+    seed: int,
+) -> dict[str, dict]:
+    """Download (or find in the local HF cache) the `hookpoints` of each released
+    repository in `repos` (architecture -> hub id, sparsify's layout) and make
+    `run_dir` a run of them: coders in sparsify's current form are linked, the others
+    written as a corrected copy. The centring checks run on `dataset`'s held-out
+    rows; `eval_split`, `ctx_len` and `seed` are recorded as the run's settings for
+    the stages after it. Returns the record also written to `IMPORT_RECORD`."""
+    from huggingface_hub import snapshot_download
+
+    from . import checkpoints
+    from .data import load_model
+
+    lm, tokenizer = load_model(model, device="cpu")
+    names = {n for n, _ in base_of(lm).named_modules() if n}
+    found, sources = [], {}
+    for arch, repo in repos.items():
+        patterns = [f"{p}/*" for p in hookpoints]
+        patterns += [f"model.{p}" for p in patterns]
+        snapshot = Path(snapshot_download(repo, allow_patterns=patterns))
+        folders = sorted(f for f in snapshot.iterdir() if (f / CONFIG_FILE).is_file())
+        chosen = {
+            _hookpoint_name(f.name, names): f
+            for f in folders
+            if any(fnmatch.fnmatchcase(_hookpoint_name(f.name, names), p) for p in hookpoints)
+        }
+        if not chosen:
+            raise UserError(f"{repo} has no checkpoint matching {list(hookpoints)}")
+        for hookpoint, folder in chosen.items():
+            # The repo names the architecture; an old-format cfg.json cannot.
+            found.append(checkpoints.at(folder, hookpoint, arch))
+            sources[folder] = repo
+    ids = check_tokens(tokenizer, dataset, "eval", eval_split)
+    found, measured = identify(lm, found, ids, plugin_run=False)
+    measured = {m["checkpoint"]: m for m in measured}
+
+    run_dir = Path(run_dir)
+    record = {}
+    for ckpt in found:
+        arch = ckpt.architecture.name
+        dest = coder_dir(run_dir, arch, ckpt.hookpoint)
+        entry = {"repo": sources[ckpt.path], "source": str(ckpt.path)}
+        if ckpt.architecture.reads == "input":
+            m = measured[str(ckpt.path)]
+            entry.update(fvu_uncentred=m["fvu_uncentred"],
+                         fvu_input_centred=m["fvu_input_centred"],
+                         legacy_input_centring=centres_input(ckpt))
+        if ckpt.architecture.reads == "input" and not saved_as_current(ckpt):
+            _write_corrected(ckpt.load(), dest)
+        else:
+            _link(ckpt.path, dest)
+        record[f"{arch}/{ckpt.hookpoint}"] = entry
+
+    Manifest(
+        config={"model": model, "dataset": dataset, "eval_split": eval_split,
+                "ctx_len": ctx_len, "seed": seed,
+                "hookpoints": sorted({k.split("/", 1)[1] for k in record})},
+        architectures={arch: {"status": COMPLETE, "source": repo} for arch, repo in repos.items()},
+    ).write(run_dir)
+    write_json(run_dir / IMPORT_RECORD, record)
+    return record
+
+
+def _hookpoint_name(folder: str, module_names: set[str]) -> str:
+    """Some repos name hookpoints from the causal-LM wrapper (`model.layers.0.mlp`)."""
+    if folder not in module_names and folder.startswith("model."):
+        return folder.removeprefix("model.")
+    return folder
+
+
+def _link(source: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        target = dest / name
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        os.symlink(source.resolve() / name, target)
+
+
+def _write_corrected(coder: SparseCoder, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        coder.save_to_disk(staging)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
