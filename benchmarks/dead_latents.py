@@ -113,7 +113,7 @@ def _treatment(bench: DeadLatentsBench, name: str, model, rows, acts) -> list[di
         results = []
         for ckpt, coder in coders:
             arch = ckpt.architecture
-            record = manifest["architectures"][arch.name]
+            record = manifest.architectures[arch.name]
             results.append({
                 "treatment": name,
                 "architecture": arch.name,

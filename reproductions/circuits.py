@@ -35,6 +35,7 @@ from transcoders.data import load_corpus, tokenize
 from transcoders.data.model import embedded_model_dir
 from transcoders.export import export, verify
 from transcoders.export.api import circuits_python
+from transcoders.run import Manifest
 
 from . import presets
 from .circuits_figure import draw
@@ -91,7 +92,7 @@ def run(preset: Preset, out: Path, work: Path, prompts: dict[str, str] = PROMPTS
 def _run(preset: Preset, out: Path, work: Path, prompts: dict[str, str], start: float) -> dict:
     stages = Stages(work)
     run_dir = train_stage(stages, preset)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = Manifest.read(run_dir)
 
     export_dir = work / f"circuit-tracer-{run_dir.name}"
     if not (export_dir / "export.json").is_file():
@@ -132,7 +133,7 @@ def _run(preset: Preset, out: Path, work: Path, prompts: dict[str, str], start: 
     draw({arch: graphs / f"{arch}-{first}.json" for arch in preset.architectures},
          scores, out / "circuits.png")
 
-    fvu = {a: manifest["architectures"][a]["fvu"] for a in preset.architectures}
+    fvu = {a: manifest.architectures[a]["fvu"] for a in preset.architectures}
     results = {
         "preset": preset.to_dict(),
         "run_dir": str(run_dir),
@@ -142,8 +143,8 @@ def _run(preset: Preset, out: Path, work: Path, prompts: dict[str, str], start: 
         "fidelity": fidelity(scores, fvu),
         "per_prompt": per_prompt(scores),
         "scores": scores,
-        "versions": manifest.get("versions"),
-        "hardware": manifest.get("hardware"),
+        "versions": manifest.versions,
+        "hardware": manifest.hardware,
         "stage_wall_time_s": stages.wall_times(),
         "total_wall_time_s_this_invocation": time.perf_counter() - start,
     }

@@ -18,12 +18,12 @@ from typing import Any, Callable
 
 from transcoders.atomic import write_json
 from transcoders.autointerp.config import AutointerpConfig
-from transcoders.checkpoints import MANIFEST_FILE
 from transcoders.data.corpus import is_hf
 from transcoders.evaluation.evaluate import RESULTS_JSON, EvalConfig
+from transcoders.run import MANIFEST_FILE, Manifest, has_manifest
 from transcoders.training import TrainingConfig
 
-from .presets import Preset
+from .presets import TRAINING_DEFAULTS, Preset
 
 STAGES_FILE = "stages.json"
 
@@ -51,7 +51,9 @@ def training_config(preset: Preset, run_dir: Path) -> TrainingConfig:
         auxk_alpha=preset.auxk_alpha,
         dead_tokens=preset.dead_tokens,
         k_decay_steps=preset.k_decay_steps,
-        eval_tokens=min(preset.eval_tokens, 32_768),
+        # The manifest's held-out FVU is a check, not a result: it needs no more than
+        # training's default, whatever the preset evaluates on.
+        eval_tokens=min(preset.eval_tokens, TRAINING_DEFAULTS.eval_tokens),
         ctx_len=preset.ctx_len,
         batch_size=preset.batch_size,
         seed=preset.seed,
@@ -178,13 +180,12 @@ def train_stage(stages: Stages, preset: Preset) -> Path:
     run_dir = stages.out / f"train-{key}"
     cfg = replace(probe, out=str(run_dir))
 
-    manifest = run_dir / MANIFEST_FILE
-
     def done() -> bool:
-        archs = json.loads(manifest.read_text()).get("architectures", {})
-        return all(archs.get(a, {}).get("status") == "complete" for a in preset.architectures)
+        manifest = Manifest.read(run_dir)
+        return manifest is not None and not manifest.unfinished(preset.architectures)
 
-    stages.run("train", key, manifest, lambda: train(cfg, resume=manifest.is_file()), done)
+    stages.run("train", key, run_dir / MANIFEST_FILE,
+               lambda: train(cfg, resume=has_manifest(run_dir)), done)
     return run_dir
 
 

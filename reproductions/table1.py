@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from transcoders.atomic import atomic_path, write_json, write_text
 from transcoders.autointerp import stats
 from transcoders.data.corpus import is_hf
 from transcoders.evaluation import bootstrap
+from transcoders.run import Manifest
 
 from . import presets
 from .presets import Preset
@@ -214,13 +214,12 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
     table = build_table(preset.model, evaluation, summary)
     pairs = comparisons(evaluation, summary)
     warnings = stats.control_warnings(summary)
-    manifest_file = run_dir / "manifest.json"
-    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    manifest = Manifest.read(run_dir) or Manifest()
     results = {
         "preset": preset.to_dict(),
         "run_dir": str(run_dir),
-        "versions": manifest.get("versions"),
-        "hardware": manifest.get("hardware"),
+        "versions": manifest.versions,
+        "hardware": manifest.hardware,
         "stage_wall_time_s": stages.wall_times(),
         "total_wall_time_s_this_invocation": time.perf_counter() - start,
         "table": table.to_dict(orient="records"),

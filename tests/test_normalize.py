@@ -105,7 +105,7 @@ def test_saved_checkpoints_are_the_trained_coders_folded(tmp_path, tiny_lm_dir, 
     model, _ = load_model(str(tiny_lm_dir))
     ids = torch.randint(0, 200, (4, 32))
     io = module_io(model, ["layers.1.mlp"], ids)["layers.1.mlp"]
-    for arch_name, record in manifest["architectures"].items():
+    for arch_name, record in manifest.architectures.items():
         arch = architectures.get(arch_name)
         s_in, s_out = record["training_scales"]["layers.1.mlp"]
         assert (s_in, s_out) == (scales[arch.reads], scales["output"])

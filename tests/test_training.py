@@ -7,12 +7,13 @@ from safetensors.torch import load_file
 from sparsify import SparseCoder
 
 from transcoders.architectures import UnknownArchitecture
-from transcoders.checkpoints import find, unfinished, warn_unfinished
+from transcoders.checkpoints import find
+from transcoders.evaluation.evaluate import incomplete
+from transcoders.run import Manifest, warn_unfinished
 from transcoders.data import CorpusError, load_model
 from transcoders.errors import UserError
 from transcoders.training import HookpointError, RunDirError, TrainingConfig, train
 from transcoders.training import checkpoint as ckpt_module
-from transcoders.training import train as train_module
 from transcoders.training.truncate import truncated
 
 from conftest import tiny_llama
@@ -50,9 +51,9 @@ def tiny_run(tmp_path_factory, tiny_lm_dir, tiny_corpus_dir):
 def test_every_architecture_trains_into_sparsify_layout(tiny_run):
     out, manifest = tiny_run
     on_disk = json.loads((out / "manifest.json").read_text())
-    assert on_disk["architectures"] == manifest["architectures"]
+    assert on_disk == manifest.to_dict()
     for arch in ("sae", "transcoder", "skip-transcoder"):
-        record = manifest["architectures"][arch]
+        record = manifest.architectures[arch]
         assert record["status"] == "complete"
         assert record["wall_time_s"] > 0
         fvu = record["fvu"]["layers.1.mlp"]
@@ -61,8 +62,8 @@ def test_every_architecture_trains_into_sparsify_layout(tiny_run):
         assert ("W_skip" in weights) == (arch == "skip-transcoder")
         cfg = json.loads((out / arch / "layers.1.mlp" / "cfg.json").read_text())
         assert cfg["transcode"] == (arch != "sae") and cfg["d_in"] == 32
-    assert manifest["train_tokens"] == 32 * 4 * 6
-    assert manifest["versions"]["eai-sparsify"] == "1.3.3"
+    assert manifest.train_tokens == 32 * 4 * 6
+    assert manifest.versions["eai-sparsify"] == "1.3.3"
     assert [c.architecture.name for c in find(out)] == [
         "sae", "skip-transcoder", "transcoder"
     ]
@@ -98,14 +99,14 @@ def _recomputed_fvus(run, layer: int) -> dict[str, float]:
 def test_checkpoints_are_portable_and_manifest_fvu_is_reproducible(tiny_run):
     out, manifest = tiny_run
     for arch, fvu in _recomputed_fvus(out, layer=1).items():
-        assert abs(fvu - manifest["architectures"][arch]["fvu"]["layers.1.mlp"]) < 1e-3
+        assert abs(fvu - manifest.architectures[arch]["fvu"]["layers.1.mlp"]) < 1e-3
 
 
 @pytest.mark.integration
 def test_embedded_checkpoints_reproduce_the_manifest_fvu(embedded_run):
-    manifest = json.loads((embedded_run / "manifest.json").read_text())
+    manifest = Manifest.read(embedded_run)
     for arch, fvu in _recomputed_fvus(embedded_run, layer=6).items():
-        assert abs(fvu - manifest["architectures"][arch]["fvu"]["layers.6.mlp"]) < 1e-3
+        assert abs(fvu - manifest.architectures[arch]["fvu"]["layers.6.mlp"]) < 1e-3
 
 
 def test_all_architectures_see_the_same_tokens(tmp_path, tiny_lm_dir, tiny_corpus_dir, monkeypatch):
@@ -172,8 +173,8 @@ def test_interrupted_run_keeps_last_checkpoint_and_resumes(tmp_path, tiny_lm_dir
     with pytest.raises(RunDirError, match="--resume"):
         train(cfg)
     manifest = train(cfg, resume=True)
-    assert manifest["architectures"]["sae"]["resumed_from_step"] == 2
-    assert all(r["status"] == "complete" for r in manifest["architectures"].values())
+    assert manifest.architectures["sae"]["resumed_from_step"] == 2
+    assert all(r["status"] == "complete" for r in manifest.architectures.values())
 
 
 def test_recover_finishes_an_interrupted_swap(tmp_path):
@@ -205,7 +206,7 @@ def test_different_run_in_out_dir_is_refused_unless_overwrite(tiny_run, tmp_path
         tiny_config(copy, tiny_lm_dir, tiny_corpus_dir, architectures=["sae"], k=3),
         overwrite=True,
     )
-    assert manifest["config"]["k"] == 3
+    assert manifest.config["k"] == 3
 
 
 @pytest.mark.parametrize(
@@ -240,8 +241,8 @@ def test_empty_corpus_is_refused(tmp_path, tiny_lm_dir):
 def test_sae_applies_where_transcoders_cannot(tmp_path, tiny_lm_dir, tiny_corpus_dir):
     manifest = train(tiny_config(tmp_path / "run", tiny_lm_dir, tiny_corpus_dir,
                                  architectures=["sae"], hookpoints=["layers.*.mlp.up_proj"]))
-    assert manifest["config"]["hookpoints"] == ["layers.0.mlp.up_proj", "layers.1.mlp.up_proj"]
-    assert set(manifest["architectures"]["sae"]["fvu"]) == set(manifest["config"]["hookpoints"])
+    assert manifest.config["hookpoints"] == ["layers.0.mlp.up_proj", "layers.1.mlp.up_proj"]
+    assert set(manifest.architectures["sae"]["fvu"]) == set(manifest.config["hookpoints"])
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, tiny_lm_dir, tiny_corpus_dir):
@@ -262,10 +263,10 @@ def test_replayed_activations_train_the_same_coders(tiny_run, tmp_path, tiny_lm_
     """Three architectures share one recorded forward; each alone uses the live
     truncated model. Both must give the same coder."""
     out, manifest = tiny_run
-    assert manifest["architectures"]["transcoder"]["forward"] == "replay"
+    assert manifest.architectures["transcoder"]["forward"] == "replay"
     alone = train(tiny_config(tmp_path / "alone", tiny_lm_dir, tiny_corpus_dir,
                               architectures=["transcoder"]))
-    assert alone["architectures"]["transcoder"]["forward"] == "truncated"
+    assert alone.architectures["transcoder"]["forward"] == "truncated"
     shared = load_file(out / "transcoder" / "layers.1.mlp" / "sae.safetensors")
     single = load_file(tmp_path / "alone" / "transcoder" / "layers.1.mlp" / "sae.safetensors")
     for name in shared:
@@ -274,14 +275,16 @@ def test_replayed_activations_train_the_same_coders(tiny_run, tmp_path, tiny_lm_
 
 def test_unfinished_treats_a_missing_status_as_unknown(tiny_run, capsys):
     out, manifest = tiny_run
-    found = find(out)
-    assert unfinished(manifest, found) == []
-    assert unfinished({}, found) == []  # no manifest: a plain sparsify folder
-    partial = {"architectures": {"sae": {"status": "complete"}, "transcoder": {}}}
-    assert unfinished(partial, found) == ["skip-transcoder", "transcoder"]
+    names = [c.architecture.name for c in find(out)]
+    assert manifest.unfinished(names) == []
+    assert incomplete(None, find(out)) == []  # no manifest: a plain sparsify folder
+    partial = Manifest(architectures={"sae": {"status": "complete"}, "transcoder": {}})
+    assert partial.unfinished(names) == ["skip-transcoder", "transcoder"]
 
-    warn_unfinished({"architectures": {"sae": {"status": "training", "step": 3, "steps": 6}}}, found)
+    warn_unfinished(Manifest(architectures={"sae": {"status": "training", "step": 3, "steps": 6}}), names)
     assert "training of 'sae' did not complete at step 3 of 6" in capsys.readouterr().err
+    warn_unfinished(None, names)
+    assert capsys.readouterr().err == ""
 
 
 def test_autointerp_warns_about_unfinished_training(tiny_run, tmp_path, capsys):
@@ -290,7 +293,7 @@ def test_autointerp_warns_about_unfinished_training(tiny_run, tmp_path, capsys):
     out, manifest = tiny_run
     run = tmp_path / "run"
     run.mkdir()
-    half = {**manifest, "architectures": {**manifest["architectures"], "sae": {"status": "training"}}}
+    half = {**manifest.to_dict(), "architectures": {**manifest.architectures, "sae": {"status": "training"}}}
     (run / "manifest.json").write_text(json.dumps(half))
-    assert _manifest(run, find(out)) == manifest["config"]
+    assert _manifest(run, find(out)) == manifest.config
     assert "training of 'sae' did not complete" in capsys.readouterr().err

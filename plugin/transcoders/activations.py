@@ -16,15 +16,21 @@ def first_tensor(x) -> Tensor:
     return x[0] if isinstance(x, tuple) else x
 
 
+def base_of(model: nn.Module) -> nn.Module:
+    """The module hookpoints are named under: a transformers model's `base_model`
+    (the layer stack without the LM head), or `model` itself."""
+    return getattr(model, "base_model", model)
+
+
 @contextmanager
 def record(
     model: nn.Module, hookpoints: list[str]
 ) -> Iterator[dict[str, dict[Site, Tensor]]]:
     """While active, each forward pass fills `store[hookpoint]["input"|"output"]`.
 
-    Hookpoints are module names relative to `model.base_model`.
+    Hookpoints are module names relative to `base_of(model)`.
     """
-    base = getattr(model, "base_model", model)
+    base = base_of(model)
     store: dict[str, dict[Site, Tensor]] = {}
 
     def hook_for(name: str):

@@ -1,8 +1,7 @@
 """Finding and loading the sparse coders in a run directory.
 
-A run directory written by `transcoders train` holds
-`<run>/<architecture>/<hookpoint>/{cfg.json,sae.safetensors}` and `manifest.json`.
-A plain sparsify checkpoint directory (`<dir>/<hookpoint>/...`, or one hookpoint's
+A run directory (`transcoders.run` owns its layout) names each coder's architecture
+by folder. A plain sparsify checkpoint directory (`<dir>/<hookpoint>/...`, or one hookpoint's
 folder) works too: its architecture is inferred from `cfg.json` by the rules in
 `transcoders.hub`, or given with `reads`.
 """
@@ -10,10 +9,8 @@ folder) works too: its architecture is inferred from `cfg.json` by the rules in
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from natsort import natsorted
@@ -22,20 +19,7 @@ from sparsify import SparseCoder, SparseCoderConfig
 
 from . import architectures, hub
 from .architectures import Architecture, Site
-from .atomic import write_text
-from .errors import UserError
-
-CONFIG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae.safetensors"
-MANIFEST_FILE = "manifest.json"
-COMPLETE = "complete"
-"""Manifest status of an architecture whose training and held-out FVU are done."""
-TRAINING = "training"
-"""Manifest status while an architecture trains; `step` is its last saved step."""
-
-
-class CheckpointError(UserError, ValueError):
-    """A checkpoint directory that is missing, truncated or inconsistent."""
+from .run import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 
 
 @dataclass(frozen=True)
@@ -190,52 +174,3 @@ def at(
             f"skip_connection={cfg.get('skip_connection', False)}"
         )
     return Checkpoint(folder, arch, hookpoint)
-
-
-def read_manifest(run_dir: str | Path) -> dict:
-    """`run_dir`'s manifest.json, {} when there is none (a plain sparsify folder)."""
-    file = Path(run_dir) / MANIFEST_FILE
-    if not file.is_file():
-        return {}
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{file} is not valid JSON ({err})") from err
-    records = data.get("architectures", {}) if isinstance(data, dict) else None
-    if not isinstance(records, dict) or not all(isinstance(r, dict) for r in records.values()):
-        raise CheckpointError(
-            f"{file} is not a transcoders manifest (expected a JSON object whose "
-            "'architectures' maps names to objects)"
-        )
-    return data
-
-
-def write_manifest(run_dir: str | Path, manifest: dict) -> None:
-    """Write `manifest` atomically as strict JSON (NaN has no JSON spelling)."""
-    text = json.dumps(manifest, indent=2, allow_nan=False, default=str)
-    write_text(Path(run_dir) / MANIFEST_FILE, text + "\n")
-
-
-def unfinished(manifest: dict, found: Iterable[Checkpoint]) -> list[str]:
-    """Architectures among `found` whose training `manifest` does not mark complete.
-
-    Without a manifest (a plain sparsify folder) nothing is known to be unfinished;
-    with one, an architecture it has no status for counts as unfinished.
-    """
-    if not manifest:
-        return []
-    records = manifest.get("architectures", {})
-    names = {c.architecture.name for c in found}
-    return sorted(a for a in names if records.get(a, {}).get("status") != COMPLETE)
-
-
-def warn_unfinished(manifest: dict, found: Iterable[Checkpoint]) -> None:
-    """Print a warning to stderr for each architecture `unfinished` names."""
-    for name in unfinished(manifest, found):
-        record = manifest.get("architectures", {}).get(name, {})
-        at = f" at step {record['step']} of {record['steps']}" if "steps" in record else ""
-        print(
-            f"Warning: training of '{name}' did not complete{at}; its last saved "
-            "checkpoint is used.",
-            file=sys.stderr,
-        )

@@ -7,9 +7,10 @@ import fnmatch
 
 import torch
 from natsort import natsorted
+from torch import nn
 from transformers import PreTrainedModel
 
-from .activations import module_io
+from .activations import base_of, module_io
 from .architectures import Architecture
 from .errors import UserError
 from .validation import ConfigError
@@ -19,9 +20,10 @@ class HookpointError(UserError, ValueError):
     """A hookpoint that matches no module, or a module an architecture can't use."""
 
 
-def resolve_hookpoints(model: PreTrainedModel, patterns: list[str]) -> list[str]:
-    """Expand names and globs against `model.base_model`, in natural order."""
-    names = [name for name, _ in model.base_model.named_modules() if name]
+def resolve_hookpoints(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Expand names and globs against `base_of(model)`, in natural order; a pattern
+    that matches no module is an error naming the closest ones."""
+    names = [name for name, _ in base_of(model).named_modules() if name]
     resolved = []
     for pattern in patterns:
         matches = [n for n in names if fnmatch.fnmatchcase(n, pattern)]

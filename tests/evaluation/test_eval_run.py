@@ -182,8 +182,8 @@ def test_missing_hookpoint_suggests_close_names(tmp_path, model_dir, corpus_dir)
     run = make_run(tmp_path, model_dir, corpus_dir, coders)
     result = evaluate_cli(run, *ARGS)
     assert result.exit_code == 1
-    assert "no module 'layers.7.mlp'" in result.output
-    assert f"'{MLP}'" in result.output
+    assert str(run / "sae" / "layers.7.mlp") in result.output
+    assert "Hookpoint 'layers.7.mlp' matches no module. Closest modules: " + MLP in result.output
 
 
 def test_truncated_weights_name_the_file(tmp_path, model_dir, corpus_dir):

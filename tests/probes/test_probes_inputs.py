@@ -8,7 +8,6 @@ model is loaded; the corpus and permission probes run the tiny random model.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

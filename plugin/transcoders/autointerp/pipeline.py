@@ -41,6 +41,7 @@ from .. import checkpoints, hub, runlock
 from ..atomic import atomic_path, write_json, write_text
 from ..data import EMBEDDED, load_corpus, tokenize
 from ..errors import UserError
+from ..run import CheckpointError, Manifest, warn_unfinished
 from . import cache, stats
 from .config import TOP_TOKENS, AutointerpConfig
 from .delphi_compat import held_out_test, import_delphi, seed_scorer
@@ -75,7 +76,7 @@ def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
         # Outside a plugin run, what a coder reads and how it centres is measured.
         ckpts = hub.identify_run(run_dir, ckpts, model=cfg.model, dataset=cfg.dataset,
                                  split=cfg.split, device=cfg.device)
-    except checkpoints.CheckpointError as err:
+    except CheckpointError as err:
         raise AutointerpError(str(err)) from err
     ckpts = [
         c for c in ckpts
@@ -173,11 +174,11 @@ def _check_same_settings(out: Path, cfg: AutointerpConfig, model: str, dataset: 
 def _manifest(run_dir: Path, ckpts: list[checkpoints.Checkpoint]) -> dict:
     """The run's training config, warning about architectures not fully trained."""
     try:
-        manifest = checkpoints.read_manifest(run_dir)
-    except checkpoints.CheckpointError as err:
+        manifest = Manifest.read(run_dir)
+    except CheckpointError as err:
         raise AutointerpError(str(err)) from err
-    checkpoints.warn_unfinished(manifest, ckpts)
-    return manifest.get("config", {})
+    warn_unfinished(manifest, [c.architecture.name for c in ckpts])
+    return manifest.config if manifest is not None else {}
 
 
 def _tokenizer(model_name: str):

@@ -9,7 +9,6 @@ once, and is compared with zero-ablating all of them at once.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import time
@@ -27,11 +26,13 @@ from .. import checkpoints, hub
 from .. import validation as check
 from ..atomic import atomic_path, write_json
 from ..checkpoints import Checkpoint
-from ..data import EMBEDDED, load_corpus, load_model, tokenize
+from ..data import load_corpus, load_model, tokenize
 from ..errors import FileSystemError, UserError
-from ..hookpoints import HookpointError, module_widths
+from ..hookpoints import HookpointError, module_widths, resolve_hookpoints
+from ..run import CONFIG_FILE, MANIFEST_FILE, Manifest
+from ..training.config import TrainingConfig
 from . import metrics
-from .splice import Replacement, base_of, splice, zero_ablation
+from .splice import Replacement, splice, zero_ablation
 
 RESULTS_JSON = "evaluation.json"
 RESULTS_CSV = "evaluation.csv"
@@ -51,7 +52,8 @@ class MissingModelError(UserError, ValueError):
 
 @dataclass
 class EvalConfig:
-    """What to evaluate on. Fields left as None come from the run's manifest."""
+    """What to evaluate on. Fields left as None come from the run's training config,
+    or for a run without one (a plain sparsify folder) `TrainingConfig`'s defaults."""
 
     run_dir: str
     """A `transcoders train` run, or any sparsify checkpoint directory."""
@@ -60,26 +62,25 @@ class EvalConfig:
     """Subject model; defaults to the run's. Required for a run without manifest."""
 
     dataset: str | None = None
-    """Corpus whose held-out split is evaluated; defaults to the run's, else
-    embedded."""
+    """Corpus whose held-out split is evaluated; defaults to the run's."""
 
     eval_split: str | None = None
     """HF split expression for held-out rows (HF datasets only); defaults to the
-    run's, else `validation`."""
+    run's."""
 
     tokens: int | None = None
     """Held-out tokens to evaluate (rounded down to whole `ctx_len` rows); defaults
     to the run's `eval_tokens`, so FVU is measured on the rows training measured it
-    on, else 32,768."""
+    on."""
 
     ctx_len: int | None = None
-    """Tokens per sequence; defaults to the run's, else 256."""
+    """Tokens per sequence; defaults to the run's."""
 
     batch_size: int = 8
     """Sequences per forward pass."""
 
     seed: int | None = None
-    """Order of the held-out rows; defaults to the run's seed, else 0."""
+    """Order of the held-out rows; defaults to the run's seed."""
 
     splice_all: bool = False
     """Also splice all hookpoints of each architecture at once."""
@@ -108,26 +109,35 @@ class EvalConfig:
         if self.reads not in (None, "input", "output"):
             raise check.ConfigError(f"--reads is input or output, got {self.reads!r}")
 
-    def resolve(self, manifest: dict) -> EvalConfig:
-        """Fill the unset fields from the run manifest's `config`, then defaults."""
-        run = manifest.get("config", {})
+    def resolve(self, manifest: Manifest | None) -> EvalConfig:
+        """Fill the unset fields from the run's training config, else from
+        `TrainingConfig`'s defaults."""
+        run = manifest.config if manifest is not None else {}
         model = self.model if self.model is not None else run.get("model")
         if model is None:
             raise MissingModelError(
-                f"{self.run_dir} has no {checkpoints.MANIFEST_FILE} saying which "
-                "model its coders were trained on: pass --model"
+                f"{self.run_dir} has no {MANIFEST_FILE} saying which model its coders "
+                "were trained on: pass --model"
             )
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        training = TrainingConfig(out="")
+
+        def unset(name: str, run_name: str | None = None):
+            value = getattr(self, name)
+            if value is not None:
+                return value
+            return run.get(run_name or name, getattr(training, run_name or name))
+
         return replace(
             self,
             model=model,
-            dataset=self.dataset if self.dataset is not None else run.get("dataset", EMBEDDED),
-            eval_split=self.eval_split if self.eval_split is not None else run.get("eval_split", "validation"),
-            ctx_len=self.ctx_len if self.ctx_len is not None else run.get("ctx_len", 256),
-            tokens=self.tokens if self.tokens is not None else run.get("eval_tokens", 32_768),
-            seed=self.seed if self.seed is not None else run.get("seed", 0),
+            dataset=unset("dataset"),
+            eval_split=unset("eval_split"),
+            ctx_len=unset("ctx_len"),
+            tokens=unset("tokens", "eval_tokens"),
+            seed=unset("seed"),
             device=device,
         )
 
@@ -136,7 +146,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Evaluate every coder under `cfg.run_dir`; write and return the results."""
     run_dir = Path(cfg.run_dir)
     found = checkpoints.find(run_dir, cfg.reads)
-    manifest = checkpoints.read_manifest(run_dir)
+    manifest = Manifest.read(run_dir)
     cfg = cfg.resolve(manifest)
     check_writable(run_dir)
     coders = [(ckpt, ckpt.load(cfg.device)) for ckpt in found]
@@ -153,7 +163,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         list(rows.with_format(None)["document"]) if "document" in rows.column_names else None
     )
     # Outside a plugin run, what a coder reads and how it centres is measured.
-    found, identified = hub.identify(model, found, input_ids, plugin_run=bool(manifest))
+    found, identified = hub.identify(model, found, input_ids, plugin_run=manifest is not None)
     if identified:
         check_hookpoints(model, found, cfg.model)
         coders = [(ckpt, ckpt.load(cfg.device)) for ckpt in found]
@@ -192,10 +202,13 @@ def check_writable(run_dir: Path) -> None:
         )
 
 
-def incomplete(manifest: dict, found: list[Checkpoint]) -> list[str]:
+def incomplete(manifest: Manifest | None, found: list[Checkpoint]) -> list[str]:
     """Architectures whose training the manifest does not mark complete: a run
-    interrupted mid-architecture leaves its last intermediate checkpoint."""
-    return checkpoints.unfinished(manifest, found)
+    interrupted mid-architecture leaves its last intermediate checkpoint. Nothing is
+    known to be unfinished in a plain sparsify folder."""
+    if manifest is None:
+        return []
+    return manifest.unfinished(c.architecture.name for c in found)
 
 
 def check_hookpoints(
@@ -203,15 +216,11 @@ def check_hookpoints(
 ) -> None:
     """Every checkpoint's hookpoint exists in the model, and the coder's width fits
     both the activation it reads and the output it predicts."""
-    names = [n for n, _ in base_of(model).named_modules() if n]
     for ckpt in found:
-        if ckpt.hookpoint not in names:
-            close = difflib.get_close_matches(ckpt.hookpoint, names, n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise HookpointError(
-                f"{ckpt.path}: model '{model_name}' has no module '{ckpt.hookpoint}' "
-                f"(hookpoints are module names relative to its base_model).{hint}"
-            )
+        try:
+            resolve_hookpoints(model, [ckpt.hookpoint])
+        except HookpointError as err:
+            raise HookpointError(f"{ckpt.path}, on model '{model_name}': {err}") from None
     sizes = module_widths(model, sorted({c.hookpoint for c in found}))
     for ckpt in found:
         d_in = ckpt.d_in()
@@ -219,7 +228,7 @@ def check_hookpoints(
         for site in dict.fromkeys([ckpt.architecture.reads, "output"]):
             if site_widths[site] != d_in:
                 raise HookpointError(
-                    f"{ckpt.path / checkpoints.CONFIG_FILE}: coder width d_in={d_in}, "
+                    f"{ckpt.path / CONFIG_FILE}: coder width d_in={d_in}, "
                     f"but the {site} of module '{ckpt.hookpoint}' in model "
                     f"'{model_name}' is {site_widths[site]} wide (trained on another "
                     "model or hookpoint?)"
@@ -270,85 +279,102 @@ def evaluate_coders(
     sums its FVU, ΔCE and KL are made of, one per sequence, for the paired
     bootstrap (`bootstrap.paired_difference`).
     """
-    hookpoints = sorted({c.hookpoint for c, _ in coders})
-    groups: dict[str, list[int]] = {}
-    for i, (ckpt, _) in enumerate(coders):
-        groups.setdefault(ckpt.architecture.name, []).append(i)
-
-    ce_clean = metrics.Mean()
-    ce_zero = {h: metrics.Mean() for h in hookpoints}
-    single = [_Spliced() for _ in coders]
-    recon = [metrics.RowReconstruction() for _ in coders]
-    latents = [metrics.Latents(coder.num_latents) for _, coder in coders]
-    together = {a: _Spliced() for a in groups}
-    zero_sets = {frozenset(coders[i][0].hookpoint for i in g) for g in groups.values()}
-    ce_zero_together = {s: metrics.Mean() for s in zero_sets} if splice_all else {}
-
-    def run(ids: Tensor, replacements: dict[str, Replacement]) -> Tensor:
-        with splice(model, replacements):
-            return model(ids, use_cache=False).logits
-
+    tally = _Tally(coders, splice_all)
     batches = list(batches)
     for ids in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
-        ids = ids.to(device)
-        logits = run(ids, {})
-        ce_clean.add(metrics.next_token_nll(logits, ids))
+        tally.add(model, ids.to(device))
+    return tally.rows()
+
+
+class _Tally:
+    """Running sums of every splice of one evaluation, batch by batch."""
+
+    def __init__(self, coders: list[tuple[Checkpoint, SparseCoder]], splice_all: bool):
+        self.coders = coders
+        self.splice_all = splice_all
+        self.hookpoints = sorted({c.hookpoint for c, _ in coders})
+        self.groups: dict[str, list[int]] = {}
+        for i, (ckpt, _) in enumerate(coders):
+            self.groups.setdefault(ckpt.architecture.name, []).append(i)
+        self.ce_clean = metrics.Mean()
+        self.ce_zero = {h: metrics.Mean() for h in self.hookpoints}
+        self.single = [_Spliced() for _ in coders]
+        self.recon = [metrics.RowReconstruction() for _ in coders]
+        self.latents = [metrics.Latents(coder.num_latents) for _, coder in coders]
+        self.together = {a: _Spliced() for a in self.groups}
+        zero_sets = {frozenset(coders[i][0].hookpoint for i in g) for g in self.groups.values()}
+        self.ce_zero_together = {s: metrics.Mean() for s in zero_sets} if splice_all else {}
+
+    def add(self, model: nn.Module, ids: Tensor) -> None:
+        """Run one batch clean, zero-ablated, and spliced with every coder."""
+
+        def run(replacements: dict[str, Replacement]) -> Tensor:
+            with splice(model, replacements):
+                return model(ids, use_cache=False).logits
+
+        logits = run({})
+        self.ce_clean.add(metrics.next_token_nll(logits, ids))
         clean_logp = logits.float().log_softmax(-1)
         del logits
 
         def measure(spliced: _Spliced, replacements: dict[str, Replacement]) -> None:
-            logits = run(ids, replacements)
+            logits = run(replacements)
             spliced.ce.add(metrics.next_token_nll(logits, ids))
             spliced.kl.add(metrics.next_token_kl(clean_logp, logits))
 
-        for h in hookpoints:
-            ce_zero[h].add(metrics.next_token_nll(run(ids, {h: zero_ablation}), ids))
-        for s, mean in ce_zero_together.items():
-            logits = run(ids, {h: zero_ablation for h in s})
-            mean.add(metrics.next_token_nll(logits, ids))
+        for h in self.hookpoints:
+            self.ce_zero[h].add(metrics.next_token_nll(run({h: zero_ablation}), ids))
+        for s, mean in self.ce_zero_together.items():
+            mean.add(metrics.next_token_nll(run({h: zero_ablation for h in s}), ids))
 
-        for i, (ckpt, coder) in enumerate(coders):
-            fn = _coder_replacement(ckpt, coder, recon[i], latents[i])
-            measure(single[i], {ckpt.hookpoint: fn})
+        for i, (ckpt, coder) in enumerate(self.coders):
+            fn = _coder_replacement(ckpt, coder, self.recon[i], self.latents[i])
+            measure(self.single[i], {ckpt.hookpoint: fn})
 
-        if splice_all:
-            for arch, members in groups.items():
+        if self.splice_all:
+            for arch, members in self.groups.items():
                 fns = {
-                    coders[i][0].hookpoint: _coder_replacement(*coders[i])
+                    self.coders[i][0].hookpoint: _coder_replacement(*self.coders[i])
                     for i in members
                 }
-                measure(together[arch], fns)
+                measure(self.together[arch], fns)
 
-    results = []
-    for i, (ckpt, coder) in enumerate(coders):
-        fvu = recon[i].fvu
-        zero = ce_zero[ckpt.hookpoint].value
+    def rows(self) -> list[dict]:
+        """The result rows, each architecture's splice-all row after its others."""
+        results = [self._coder_row(i) for i in range(len(self.coders))]
+        if self.splice_all:
+            results += [self._together_row(a, m) for a, m in self.groups.items()]
+        return sorted(results, key=lambda r: (r["architecture"], r["hookpoint"] == ALL))
+
+    def _coder_row(self, i: int) -> dict:
+        ckpt, coder = self.coders[i]
+        recon, latents = self.recon[i], self.latents[i]
+        zero = self.ce_zero[ckpt.hookpoint].value
         row = _row(
-            ckpt.architecture.name, ckpt.hookpoint, ce_clean, single[i], zero,
-            latents[i].tokens,
+            ckpt.architecture.name, ckpt.hookpoint, self.ce_clean, self.single[i], zero,
+            latents.tokens,
         )  # fmt: skip
-        row["per_row"].update(sse=recon[i].row_sse, target_ss=recon[i].row_target_ss())
+        row["per_row"].update(sse=recon.row_sse, target_ss=recon.row_target_ss())
+        fvu = recon.fvu
         row.update(
             fvu=fvu,
             explained_variance=1 - fvu,
-            l0=latents[i].l0,
-            dead_fraction=latents[i].dead_fraction,
+            l0=latents.l0,
+            dead_fraction=latents.dead_fraction,
             num_latents=coder.num_latents,
             k=coder.cfg.k,
             checkpoint=str(ckpt.path),
-            firing_histogram=latents[i].histogram(),
+            firing_histogram=latents.histogram(),
         )
-        results.append(row)
-    if splice_all:
-        for arch, members in groups.items():
-            spliced = sorted(coders[i][0].hookpoint for i in members)
-            zero = ce_zero_together[frozenset(spliced)].value
-            tokens = latents[members[0]].tokens
-            row = _row(arch, ALL, ce_clean, together[arch], zero, tokens)
-            row["spliced_hookpoints"] = spliced
-            results.append(row)
-    # Each architecture's splice-all row right after its single-hookpoint rows.
-    return sorted(results, key=lambda r: (r["architecture"], r["hookpoint"] == ALL))
+        return row
+
+    def _together_row(self, arch: str, members: list[int]) -> dict:
+        spliced = sorted(self.coders[i][0].hookpoint for i in members)
+        zero = self.ce_zero_together[frozenset(spliced)].value
+        tokens = self.latents[members[0]].tokens
+        row = _row(arch, ALL, self.ce_clean, self.together[arch], zero, tokens)
+        row["spliced_hookpoints"] = spliced
+        return row
 
 
 def _row(

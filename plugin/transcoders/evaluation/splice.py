@@ -8,21 +8,17 @@ from typing import Callable, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..activations import first_tensor
+from ..activations import base_of, first_tensor
 
 Replacement = Callable[[Tensor, Tensor], Tensor]
 """Maps the module's (input, output) activations to the output to use instead."""
-
-
-def base_of(model: nn.Module) -> nn.Module:
-    return getattr(model, "base_model", model)
 
 
 @contextmanager
 def splice(model: nn.Module, replacements: Mapping[str, Replacement]) -> Iterator[None]:
     """While active, each hookpoint's output is replaced by `fn(input, output)`.
 
-    Hookpoints are module names relative to `model.base_model`. The module itself
+    Hookpoints are module names relative to `base_of(model)`. The module itself
     still runs, so `fn` sees its true output on the (possibly already spliced)
     input it receives.
     """

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoints import MANIFEST_FILE, Checkpoint, find
+from ..checkpoints import Checkpoint, find
 from ..errors import UserError
+from ..run import Manifest
 
 MLP_HOOKPOINT = re.compile(r"^layers\.(\d+)\.mlp$")
 
@@ -39,10 +39,8 @@ def read_source(run: str | Path, model: str | None = None) -> Source:
     """Find every coder under `run`; the model comes from `model` or the manifest."""
     run = Path(run)
     checkpoints = find(run)
-    if model is None:
-        manifest = run / MANIFEST_FILE
-        if manifest.is_file():
-            model = json.loads(manifest.read_text()).get("config", {}).get("model")
+    if model is None and (manifest := Manifest.read(run)) is not None:
+        model = manifest.config.get("model")
     return Source(run, model, checkpoints)
 
 

@@ -8,21 +8,25 @@ import platform
 import shutil
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from datasets import Dataset
 from sparsify import SparseCoder, TrainConfig
+from torch import Tensor, nn
 
 from .. import architectures
-from ..checkpoints import (
-    COMPLETE, MANIFEST_FILE, TRAINING, CheckpointError, read_manifest, write_manifest,
-)
+from ..architectures import Architecture
 from ..data import CorpusError, load_corpus, load_model, tokenize
 from ..errors import UserError
 from ..hookpoints import check_applicable, module_widths, resolve_hookpoints
+from ..run import (
+    COMPLETE, MANIFEST_FILE, TRAINING, CheckpointError, Manifest, coder_dir, has_manifest,
+)
 from ..runlock import LOCK_FILE, hold
 from .allocator import keep_freed_memory
 from .checkpoint import STAGING, AtomicTrainer, recover
@@ -66,7 +70,7 @@ def _entries(out: Path) -> list[Path]:
 
 
 def _refuse_foreign(out: Path) -> None:
-    if not (out / MANIFEST_FILE).exists() and _entries(out):
+    if not has_manifest(out) and _entries(out):
         raise RunDirError(
             f"{out} is not empty and holds no {MANIFEST_FILE}: not a transcoders run. "
             "Choose an empty or new directory."
@@ -92,7 +96,7 @@ def _clear(out: Path) -> None:
             entry.unlink()
 
 
-def prepare_run_dir(cfg: TrainingConfig, *, resume: bool, overwrite: bool) -> dict:
+def prepare_run_dir(cfg: TrainingConfig, *, resume: bool, overwrite: bool) -> Manifest:
     """Check `cfg.out` is safe to write to; return the manifest to continue from.
 
     A run that failed before training anything (bad input, say) is replaced
@@ -101,30 +105,26 @@ def prepare_run_dir(cfg: TrainingConfig, *, resume: bool, overwrite: bool) -> di
     out = Path(cfg.out)
     _refuse_foreign(out)
     try:
-        old = read_manifest(out)
+        old = Manifest.read(out)
     except CheckpointError as err:
         raise RunDirError(
             f"{err}. It is left as it is: move it away or choose another --out."
         ) from err
-    if not old:
-        return {}
-    same = old.get("identity") == cfg.identity()
-    records = old.get("architectures", {})
-    finished = all(records.get(a, {}).get("status") == COMPLETE for a in cfg.architectures)
+    if old is None:
+        return Manifest()
     if overwrite or not _holds_results(out):
         _clear(out)
-        return {}
-    if not same:
-        diff = sorted(
-            k for k, v in cfg.identity().items() if old.get("identity", {}).get(k) != v
-        )
+        return Manifest()
+    if old.identity != cfg.identity():
+        recorded = old.identity or {}
+        diff = sorted(k for k, v in cfg.identity().items() if recorded.get(k) != v)
         raise RunDirError(
             f"{out} holds a different run (differs in: {', '.join(diff)}). "
             "Pass --overwrite to replace it, or choose another --out."
         )
     if resume:
         return old
-    if finished:
+    if not old.unfinished(cfg.architectures):
         raise RunDirError(
             f"{out} already holds this run, complete. Pass --overwrite to retrain."
         )
@@ -154,10 +154,10 @@ def init_distributed() -> bool:
 
 def train(
     cfg: TrainingConfig, *, resume: bool = False, overwrite: bool = False
-) -> dict:
+) -> Manifest:
     """Train every architecture in `cfg` on the same tokens; return the manifest.
 
-    Checkpoints land in sparsify's layout, `<out>/<arch>/<hookpoint>/`, and the
+    Checkpoints land in the run layout of `transcoders.run`, and the
     manifest records each architecture's status: `training` with the last saved step
     while it trains, `complete` once it is trained and its held-out FVU computed. An
     interrupted run keeps the architectures it finished, and `resume=True` continues
@@ -190,10 +190,11 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: bool) -> dict:
+def _train(
+    cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: bool
+) -> Manifest:
     archs = [architectures.get(name) for name in cfg.architectures]
-    out = Path(cfg.out)
-    manifest = prepare_run_dir(cfg, resume=resume, overwrite=overwrite) if rank_zero else {}
+    manifest = prepare_run_dir(cfg, resume=resume, overwrite=overwrite) if rank_zero else Manifest()
     if dist.is_initialized():
         dist.barrier()
 
@@ -207,7 +208,48 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
     }
     for arch in archs:
         check_applicable(arch, widths, min(num_latents.values()), cfg.k)
+    train_rows, eval_rows, scale_ids = _rows(cfg, tokenizer)
 
+    # The inputs are valid: from here on the folder is this run's.
+    manifest.format = 1
+    manifest.identity = cfg.identity()
+    manifest.config = {**cfg.to_dict(), "hookpoints": hookpoints}
+    manifest.hookpoint_patterns = cfg.hookpoints
+    manifest.train_tokens = len(train_rows) * cfg.ctx_len
+    manifest.eval_tokens = len(eval_rows) * cfg.ctx_len
+    manifest.versions = _versions()
+    manifest.hardware = _hardware(device)
+
+    live_model = truncated(model, hookpoints) if cfg.truncate else model
+    if cfg.normalize:
+        # A resumed run keeps the scales its checkpoints were folded with.
+        manifest.normalization = manifest.normalization or estimate_scales(
+            live_model, hookpoints, list(scale_ids.to(device).split(cfg.batch_size))
+        )
+    run = _Run(cfg, manifest, rank_zero, device, hookpoints, num_latents,
+               live_model, train_rows, eval_rows)
+    run.write()
+    todo = [a for a in archs if manifest.status(a.name) != COMPLETE]
+    # Replay whenever the run has several architectures, even if one is left: a
+    # resumed run then gets the same activations as the uninterrupted one (on GPU
+    # sparsify's fit() turns on TF32 matmuls, which a live forward would use).
+    itemsize = next(model.parameters()).element_size()
+    recording = replay_bytes(len(train_rows), cfg.ctx_len, widths, itemsize)
+    if todo and len(archs) > 1 and recording <= REPLAY_BUDGET_BYTES:
+        run.record_activations()
+
+    keep_freed_memory()
+    for arch in archs:
+        if arch in todo:
+            run.train(arch, resume=resume)
+        else:
+            print(f"{arch.name}: already complete, skipping")
+    return manifest
+
+
+def _rows(cfg: TrainingConfig, tokenizer) -> tuple[Dataset, Dataset, Tensor]:
+    """This rank's training rows, the held-out rows, and the token ids the
+    normalisation scales are estimated on."""
     train_rows = tokenize(
         load_corpus(cfg.dataset, "train", hf_split=cfg.dataset_split),
         tokenizer, ctx_len=cfg.ctx_len, max_tokens=cfg.tokens, seed=cfg.seed,
@@ -228,56 +270,54 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
             f"{len(train_rows)} training sequences is less than one batch "
             f"({cfg.batch_size}); raise --tokens or lower --batch-size"
         )
+    return train_rows, eval_rows, scale_ids
 
-    # The inputs are valid: from here on the folder is this run's.
-    manifest.update(
-        format=1,
-        identity=cfg.identity(),
-        config={**cfg.to_dict(), "hookpoints": hookpoints},
-        hookpoint_patterns=cfg.hookpoints,
-        train_tokens=len(train_rows) * cfg.ctx_len,
-        eval_tokens=len(eval_rows) * cfg.ctx_len,
-        versions=_versions(),
-        hardware=_hardware(device),
-    )
-    records = manifest.setdefault("architectures", {})
 
-    def write() -> None:
-        if rank_zero:
-            write_manifest(out, manifest)
+@dataclass
+class _Run:
+    """One run's model, rows and manifest, shared by the architectures it trains."""
 
-    live_model = truncated(model, hookpoints) if cfg.truncate else model
-    scales = None
-    if cfg.normalize:
-        # A resumed run keeps the scales its checkpoints were folded with.
-        scales = manifest.get("normalization") or estimate_scales(
-            live_model, hookpoints, list(scale_ids.to(device).split(cfg.batch_size))
-        )
-        manifest["normalization"] = scales
-    write()
-    todo = [a for a in archs if records.get(a.name, {}).get("status") != COMPLETE]
-    itemsize = next(model.parameters()).element_size()
-    # Replay whenever the run has several architectures, even if one is left: a
-    # resumed run then gets the same activations as the uninterrupted one (on GPU
-    # sparsify's fit() turns on TF32 matmuls, which a live forward would use).
-    recording = replay_bytes(len(train_rows), cfg.ctx_len, widths, itemsize)
-    if todo and len(archs) > 1 and recording <= REPLAY_BUDGET_BYTES:
+    cfg: TrainingConfig
+    manifest: Manifest
+    rank_zero: bool
+    device: torch.device
+    hookpoints: list[str]
+    num_latents: dict[str, int]
+    live_model: nn.Module
+    """The model (truncated after the last hookpoint unless `cfg.truncate` is off)."""
+    train_rows: Dataset
+    eval_rows: Dataset
+    replay: ActivationReplay | None = None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    def write(self) -> None:
+        if self.rank_zero:
+            self.manifest.write(self.out)
+
+    def record_activations(self) -> None:
+        """Run the model over the training rows once, for every architecture to replay."""
         start = time.perf_counter()
-        train_model = ActivationReplay(
-            live_model, hookpoints, train_rows, cfg.batch_size, scales=scales
+        self.replay = ActivationReplay(
+            self.live_model, self.hookpoints, self.train_rows, self.cfg.batch_size,
+            scales=self.manifest.normalization,
         )
-        manifest["activation_recording_s"] = time.perf_counter() - start
-        forward = "replay"
-    else:
-        train_model = live_model if scales is None else ScaledLive(live_model, scales)
-        forward = "truncated" if cfg.truncate else "full"
+        self.manifest.activation_recording_s = time.perf_counter() - start
 
-    keep_freed_memory()
-    for arch in archs:
-        if arch not in todo:
-            print(f"{arch.name}: already complete, skipping")
-            continue
+    def _forward(self) -> tuple[nn.Module, str]:
+        """The module sparsify's Trainer hooks, and how it gets its activations."""
+        if self.replay is not None:
+            return self.replay, "replay"
+        forward = "truncated" if self.cfg.truncate else "full"
+        scales = self.manifest.normalization
+        return (self.live_model if scales is None else ScaledLive(self.live_model, scales)), forward
 
+    def train(self, arch: Architecture, *, resume: bool) -> None:
+        """Train `arch` (from its last checkpoint when resuming), then measure its
+        held-out FVU; the manifest follows every save."""
+        cfg, out, records = self.cfg, self.out, self.manifest.architectures
         coder_cfg = arch.coder_config(
             k=cfg.k, expansion_factor=cfg.expansion_factor, num_latents=cfg.num_latents
         )
@@ -285,7 +325,7 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
             coder_cfg,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
-            hookpoints=hookpoints,
+            hookpoints=self.hookpoints,
             init_seeds=[cfg.seed],
             save_dir=str(out),
             run_name=arch.name,
@@ -295,9 +335,11 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
             k_decay_steps=cfg.k_decay_steps,
             log_to_wandb=False,
         )
+        scales = self.manifest.normalization
         scaled = coder_scales(arch, scales) if scales else None
+        train_model, forward = self._forward()
         print(f"\n== {arch.name}: {arch.description}")
-        previous = _recover(out, arch.name, rank_zero) if resume else None
+        previous = _recover(out, arch.name, self.rank_zero) if resume else None
         # Wall time of earlier sessions, up to the checkpoint this one resumes from.
         earlier = records.get(arch.name, {}).get("wall_time_s", 0.0) if previous else 0.0
         start = time.perf_counter()
@@ -306,7 +348,7 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
             "description": arch.description,
             "reads": arch.reads,
             "coder_config": coder_cfg.to_dict(),
-            "num_latents": num_latents,
+            "num_latents": self.num_latents,
             "forward": forward,
             # (s_in, s_out) per hookpoint, already folded into the checkpoints.
             "training_scales": {h: list(s) for h, s in scaled.items()} if scaled else None,
@@ -314,10 +356,10 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
 
         def saved(step: int) -> None:
             record.update(step=step, wall_time_s=earlier + time.perf_counter() - start)
-            write()
+            self.write()
 
         trainer = AtomicTrainer(
-            train_cfg, train_rows, train_model, on_save=saved, coder_scales=scaled
+            train_cfg, self.train_rows, train_model, on_save=saved, coder_scales=scaled
         )
         if previous is not None:
             trainer.load_state(str(previous))
@@ -327,7 +369,7 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
             wall_time_s=earlier,
         )
         records[arch.name] = record
-        write()
+        self.write()
 
         if trainer.finished:
             # Killed after its last checkpoint: sparsify's fit() cannot start past the
@@ -337,19 +379,18 @@ def _train(cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: boo
             trainer.fit()
         wall = earlier + time.perf_counter() - start
 
-        if rank_zero:
+        if self.rank_zero:
             coders = {
-                hp: SparseCoder.load_from_disk(out / arch.name / hp, device=device)
-                for hp in hookpoints
+                hp: SparseCoder.load_from_disk(coder_dir(out, arch.name, hp), device=self.device)
+                for hp in self.hookpoints
             }
-            fvu = heldout_fvu(live_model, arch, coders, eval_rows, cfg.batch_size)
+            fvu = heldout_fvu(self.live_model, arch, coders, self.eval_rows, cfg.batch_size)
             record.update(
                 status=COMPLETE,
                 wall_time_s=wall,
                 fvu={hp: _finite_or_none(v) for hp, v in fvu.items()},
             )
-            write()
+            self.write()
             print(f"{arch.name}: held-out FVU {fvu} in {wall:.1f} s")
         if dist.is_initialized():
             dist.barrier()
-    return manifest

@@ -13,6 +13,8 @@ from sparsify.utils import get_layer_list
 from torch import nn
 from transformers import PreTrainedModel
 
+from ..activations import base_of
+
 
 def last_layer_needed(model: PreTrainedModel, hookpoints: list[str]) -> int | None:
     """Index of the deepest layer a hookpoint lives in; None if one lies outside
@@ -32,10 +34,10 @@ def truncated(model: PreTrainedModel, hookpoints: list[str]) -> PreTrainedModel:
     """The base model cut after the last hooked layer, sharing its weights.
 
     The result is a shallow copy: the original model is untouched and no weights
-    are copied. Returns `model.base_model` uncut when a hookpoint lies outside the
+    are copied. Returns `base_of(model)` uncut when a hookpoint lies outside the
     layer stack, or when the layer stack is nested (e.g. `decoder.layers`).
     """
-    base = model.base_model
+    base = base_of(model)
     layers_name, layers = get_layer_list(model)
     last = last_layer_needed(model, hookpoints)
     if last is None or "." in layers_name:
