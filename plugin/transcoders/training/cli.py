@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..data import EMBEDDED
 from .config import TrainingConfig
+from .normalize import SCALE_BATCHES
 from .train import init_distributed, train
 
 _DEFAULTS = TrainingConfig(out="")
@@ -16,14 +16,15 @@ def _csv(_ctx, _param, value: str) -> list[str]:
 
 
 @click.command("train")
-@click.option("--arch", "architectures", default="sae,transcoder,skip-transcoder",
+@click.option("--arch", "architectures", default=",".join(_DEFAULTS.architectures),
               show_default=True, callback=_csv,
               help="Comma-separated architectures (see `transcoders architectures`).")
-@click.option("--hookpoints", default="layers.6.mlp", show_default=True, callback=_csv,
+@click.option("--hookpoints", default=",".join(_DEFAULTS.hookpoints), show_default=True,
+              callback=_csv,
               help="Comma-separated module names or globs, e.g. 'layers.*.mlp'.")
-@click.option("--model", default=EMBEDDED, show_default=True,
+@click.option("--model", default=_DEFAULTS.model, show_default=True,
               help="'embedded' (offline SmolLM2-135M-Instruct), a hub id or a local path.")
-@click.option("--dataset", default=EMBEDDED, show_default=True,
+@click.option("--dataset", default=_DEFAULTS.dataset, show_default=True,
               help="'embedded' (Shakespeare), a HF dataset id or a folder of .txt/.md files.")
 @click.option("--dataset-split", default=_DEFAULTS.dataset_split, show_default=True,
               help="HF split for training rows, e.g. 'train[:1%]'.")
@@ -50,8 +51,8 @@ def _csv(_ctx, _param, value: str) -> list[str]:
               "of latents).")
 @click.option("--normalize/--no-normalize", default=_DEFAULTS.normalize, show_default=True,
               help="Train on input and target scaled to unit mean square per coordinate "
-              "(a power of two from the first 8 batches), folded back into the saved "
-              "weights: checkpoints stay plain sparsify checkpoints of raw activations.")
+              f"(a power of two from the first {SCALE_BATCHES} batches), folded back into "
+              "the saved weights: checkpoints stay plain sparsify checkpoints of raw activations.")
 @click.option("--auxk-alpha", default=_DEFAULTS.auxk_alpha, show_default=True,
               help="Weight of sparsify's AuxK loss on dead latents: 0 (off) or more.")
 @click.option("--dead-tokens", default=_DEFAULTS.dead_tokens, show_default=True,
