@@ -124,7 +124,7 @@ def test_evaluate_falls_back_to_the_train_defaults_its_help_quotes():
     """`evaluate --help` quotes TrainingConfig's defaults for a directory without a
     run manifest; resolve must fill in those same values."""
     train = TrainingConfig(out="")
-    got = EvalConfig(run_dir="plain", model="m", device="cpu").resolve({})
+    got = EvalConfig(run_dir="plain", model="m", device="cpu").resolve(None)
     assert (got.tokens, got.dataset, got.eval_split, got.ctx_len, got.seed) == (
         train.eval_tokens, train.dataset, train.eval_split, train.ctx_len, train.seed
     )
