@@ -44,6 +44,8 @@ from pathlib import Path
 
 from mkdocs.structure.files import File
 
+from transcoders.formatting import markdown_table
+
 REGION = re.compile(
     r"<!-- (?P<kind>csv|json)-table: (?P<path>\S+)(?: (?P<key>\w+))? -->\n"
     r"(?P<notice>.*?)<!-- /(?P=kind)-table -->",
@@ -65,16 +67,6 @@ def cell(value) -> str:
     if FLOAT.fullmatch(text):
         return f"{float(text):.4g}"
     return (text or "–").replace("|", r"\|")
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    """Rows under a header, as a Markdown table."""
-    lines = [
-        "| " + " | ".join(cell(h) for h in header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(cell(c) for c in row) + " |" for row in rows),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list]]:
@@ -107,7 +99,7 @@ def render(markdown: str, root: Path) -> str:
             source = f"`{match['key']}` in `{rel}`"
         return (
             f'<div class="{match["kind"]}-table generated-table" markdown>\n\n'
-            f"{markdown_table(header, rows)}\n"
+            f"{markdown_table(header, rows, cell)}\n"
             f"*Generated at build time from {source}; floats shown to 4 significant "
             "figures.*\n\n</div>\n"
         )
@@ -133,7 +125,7 @@ def presets_table(root: Path) -> str:
         [f"`--{name.replace('_', '-')}`", *(_value(getattr(p, name)) for p in presets)]
         for name in names
     ]
-    return markdown_table(header, rows)
+    return markdown_table(header, rows, cell)
 
 
 def probes(root: Path) -> list[tuple[str, str, str]]:
@@ -152,7 +144,7 @@ def probes(root: Path) -> list[tuple[str, str, str]]:
 def probes_table(root: Path) -> str:
     """The probes as a Markdown table, grouped by command."""
     rows = sorted(probes(root), key=lambda p: p[0])
-    return markdown_table(["command", "what was tried", "what you get"], [list(r) for r in rows])
+    return markdown_table(["command", "what was tried", "what you get"], rows, cell)
 
 
 def _value(value) -> str:
