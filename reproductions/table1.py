@@ -27,7 +27,7 @@ from transcoders.evaluation import bootstrap
 from transcoders.formatting import interval, markdown_table
 
 from . import presets
-from .presets import Preset
+from .presets import OVERRIDABLE, Preset, preset_options, preset_overrides
 from .stages import Stages, autointerp_stage, browse_stage, evaluate_stage, train_stage
 
 EVAL_COLUMNS = {
@@ -240,38 +240,6 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
     )
     write_json(out / "results.json", results)
     return results
-
-
-OVERRIDABLE = [
-    f for f in dataclasses.fields(Preset) if f.name not in ("name", "description", "model_config")
-]
-
-
-def preset_options(command):
-    """One `--field` option per preset field, so every value can be overridden."""
-    for f in reversed(OVERRIDABLE):
-        kind = str(f.type)
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"Override the preset's {f.name}" + (
-            " (comma-separated)." if kind.startswith("tuple") else "."
-        )
-        option_type = {"int": int, "float": float, "bool": click.BOOL}.get(kind, str)
-        command = click.option(flag, f.name, type=option_type, default=None, help=help_text)(command)
-    return command
-
-
-def preset_overrides(options: dict) -> dict:
-    changes = {}
-    for f in OVERRIDABLE:
-        value = options.get(f.name)
-        if value is None:
-            continue
-        if str(f.type).startswith("tuple"):
-            value = tuple(v.strip() for v in value.split(",") if v.strip())
-        elif str(f.type).startswith("str | None") and value.lower() == "none":
-            value = None
-        changes[f.name] = value
-    return changes
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

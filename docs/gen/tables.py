@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import dataclasses
 import json
 import math
 import posixpath
@@ -111,19 +110,14 @@ def presets_table(root: Path) -> str:
     """Every preset's values, one column per preset, from the code that uses them."""
     sys.path.insert(0, str(root))
     try:
-        from reproductions.presets import PRESETS, Preset
+        from reproductions.presets import OVERRIDABLE, PRESETS
     finally:
         sys.path.remove(str(root))
     presets = list(PRESETS.values())
-    # The fields the command line can override, in declaration order.
-    names = [
-        f.name for f in dataclasses.fields(Preset)
-        if f.name not in ("name", "description", "model_config")
-    ]
     header = ["option", *(f"`{p.name}`" for p in presets)]
     rows = [
-        [f"`--{name.replace('_', '-')}`", *(_value(getattr(p, name)) for p in presets)]
-        for name in names
+        [f"`--{f.name.replace('_', '-')}`", *(_value(getattr(p, f.name)) for p in presets)]
+        for f in OVERRIDABLE
     ]
     return markdown_table(header, rows, cell)
 
