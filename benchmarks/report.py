@@ -296,7 +296,7 @@ def render(results_dir: Path) -> str:
         sections.append(f"## {title}\n\n{text}")
         targets += met
     summary = "## Targets\n\n"
-    summary += (markdown_table(["target (issue 7)", "measured", "status"], targets) if targets
+    summary += (markdown_table(["target", "measured", "status"], targets) if targets
                 else "No benchmark has been run yet.\n")
     return "\n".join([INTRO, summary, *sections])
 
