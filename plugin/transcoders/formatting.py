@@ -21,7 +21,9 @@ def interval(
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def markdown_table(header: Sequence, rows: Iterable[Sequence], cell: Callable[[Any], str] = str) -> str:
+def markdown_table(
+    header: Sequence, rows: Iterable[Sequence], cell: Callable[[Any], str] = str
+) -> str:
     """`rows` under `header` as a Markdown table, every cell (header too) written by `cell`."""
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
