@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from transcoders.atomic import write_text
+from transcoders.formatting import markdown_table
 
 from .common import RESULTS
 
@@ -42,12 +43,6 @@ across machines; absolute rates depend on the machine and its load.
 def _load(results_dir: Path, name: str) -> dict | None:
     path = Path(results_dir) / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _loads(loads: list[list[float]]) -> str:
@@ -103,9 +98,9 @@ def training(r: dict) -> tuple[str, list[list]]:
             _spread(p["samples"]), _spread(s["samples"]),
             _loads(p["load"]), _loads(s["load"]),
         ])
-    text += _table(["hookpoint", "layers run (plugin / sparsify)", "plugin tok/s",
-                    "sparsify tok/s", "speedup", "plugin step s", "sparsify step s",
-                    "load (plugin runs)", "load (sparsify runs)"], rows)
+    text += markdown_table(["hookpoint", "layers run (plugin / sparsify)", "plugin tok/s",
+                            "sparsify tok/s", "speedup", "plugin step s", "sparsify step s",
+                            "load (plugin runs)", "load (sparsify runs)"], rows)
     text += (
         "\nStep times are median (min–max) over all timed steps. The gain from "
         "truncation is at most the share of layers skipped, so at late layers it is "
@@ -136,7 +131,7 @@ def replay(r: dict) -> tuple[str, list[list]]:
         f"wall time, {c['repeats']} alternating runs per side.\n\n"
     )
     p, s = r["plugin"], r["sparsify"]
-    text += _table(
+    text += markdown_table(
         ["plugin s", "sparsify s", "speedup", "load (plugin runs)", "load (sparsify runs)"],
         [[_spread(p["samples"]), _spread(s["samples"]), f"**{r['speedup']:.2f}×**",
           _loads(p["load"]), _loads(s["load"])]],
@@ -177,8 +172,8 @@ def coder_flops(r: dict) -> tuple[str, list[list]]:
         targets.append([f"Coder training ({arch}, expansion {c['expansion_factor']}): "
                         "≥ 50% of matmul FLOP/s",
                         f"{100 * v['fraction_of_matmul']:.0f}%", _yes(v["fraction_of_matmul"] >= 0.5)])
-    text += _table(["coder", "GFLOP / step", "step s", "coder GFLOP/s", "matmul GFLOP/s",
-                    "fraction", "load"], rows)
+    text += markdown_table(["coder", "GFLOP / step", "step s", "coder GFLOP/s",
+                            "matmul GFLOP/s", "fraction", "load"], rows)
     text += "\n" + _machine(r)
     profiled = {a: v["profile"] for a, v in r["architectures"].items() if v["profile"]}
     if profiled:
@@ -202,7 +197,7 @@ def coder_flops(r: dict) -> tuple[str, list[list]]:
         for arch, prof in profiled.items():
             text += (f"**{arch}**: dense matrix products take "
                      f"{100 * prof['dense_matmul_share']:.0f}% of the profiled time.\n\n")
-            text += _table(["operator", "share", "self CPU s", "calls"], [
+            text += markdown_table(["operator", "share", "self CPU s", "calls"], [
                 [f"`{op['op']}`", f"{100 * op['share']:.0f}%", f"{op['self_cpu_s']:.2f}", op["calls"]]
                 for op in prof["ops"]
             ]) + "\n"
@@ -237,8 +232,8 @@ def caching(r: dict) -> tuple[str, list[list]]:
                 if impl == "plugin" else "",
                 _loads([v["load"]]),
             ])
-    text += _table(["tokens", "implementation", "tok/s", "peak RSS MiB", "growth MiB",
-                    "speedup", "same as Delphi", "load"], rows)
+    text += markdown_table(["tokens", "implementation", "tok/s", "peak RSS MiB",
+                            "growth MiB", "speedup", "same as Delphi", "load"], rows)
     g = r["growth_bytes_per_token"]
     entries = r["measurements"][-1]["same_as_delphi"].get("nonzero_entries", 0)
     text += (
@@ -274,7 +269,7 @@ def autointerp(r: dict) -> tuple[str, list[list]]:
         f"against `batch_size=1`, {c['repeats']} alternating runs each.\n\n"
     )
     b, s = r["batched"], r["one_at_a_time"]
-    text += _table(["client", "latents / minute", "load"], [
+    text += markdown_table(["client", "latents / minute", "load"], [
         [f"batched (`batch_size={c['batch_size']}`)", f"{b['median']:.2f}", _loads(b["load"])],
         ["one prompt at a time (`batch_size=1`)", f"{s['median']:.2f}", _loads(s["load"])],
     ])
@@ -301,7 +296,7 @@ def render(results_dir: Path) -> str:
         sections.append(f"## {title}\n\n{text}")
         targets += met
     summary = "## Targets\n\n"
-    summary += (_table(["target (issue 7)", "measured", "status"], targets) if targets
+    summary += (markdown_table(["target", "measured", "status"], targets) if targets
                 else "No benchmark has been run yet.\n")
     return "\n".join([INTRO, summary, *sections])
 

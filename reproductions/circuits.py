@@ -35,6 +35,7 @@ from transcoders.data import load_corpus, tokenize
 from transcoders.data.model import embedded_model_dir
 from transcoders.export import export, verify
 from transcoders.export.api import circuits_python
+from transcoders.formatting import markdown_table
 from transcoders.run import Manifest
 
 from . import presets
@@ -184,12 +185,12 @@ def per_prompt(scores: dict) -> list[dict]:
     ]
 
 
+def _cell(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+
 def _markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    for row in rows:
-        lines.append("| " + " | ".join(
-            f"{v:.3f}" if isinstance(v, float) else str(v).replace("|", "\\|") for v in row.values()) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(list(rows[0]), [list(row.values()) for row in rows], _cell)
 
 
 def report(results: dict) -> str:

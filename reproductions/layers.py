@@ -26,8 +26,7 @@ from transcoders.autointerp.config import SCORERS
 from transcoders.errors import UserError
 
 from . import figures, presets
-from .presets import Preset
-from .table1 import preset_overrides, preset_options
+from .presets import Preset, preset_options, preset_overrides
 
 DEFAULT_POINTS = 4
 

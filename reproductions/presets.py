@@ -6,9 +6,11 @@ the command line (`--field value`, e.g. `--train-tokens 50000`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import click
 
 from transcoders import validation
 from transcoders.errors import UserError
@@ -265,3 +267,37 @@ def get(name: str) -> Preset:
     if name not in PRESETS:
         raise UserError(f"Unknown preset '{name}'. Known: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+OVERRIDABLE = [
+    f for f in fields(Preset) if f.name not in ("name", "description", "model_config")
+]
+"""The fields a command line can override, in declaration order."""
+
+
+def preset_options(command):
+    """One `--field` option per preset field, so every value can be overridden."""
+    for f in reversed(OVERRIDABLE):
+        kind = str(f.type)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"Override the preset's {f.name}" + (
+            " (comma-separated)." if kind.startswith("tuple") else "."
+        )
+        option_type = {"int": int, "float": float, "bool": click.BOOL}.get(kind, str)
+        command = click.option(flag, f.name, type=option_type, default=None, help=help_text)(command)
+    return command
+
+
+def preset_overrides(options: dict) -> dict:
+    """The values given to `preset_options`, parsed, for `dataclasses.replace`."""
+    changes = {}
+    for f in OVERRIDABLE:
+        value = options.get(f.name)
+        if value is None:
+            continue
+        if str(f.type).startswith("tuple"):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        elif str(f.type).startswith("str | None") and value.lower() == "none":
+            value = None
+        changes[f.name] = value
+    return changes

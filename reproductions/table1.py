@@ -23,10 +23,11 @@ from transcoders.atomic import atomic_path, write_json, write_text
 from transcoders.autointerp import stats
 from transcoders.data.corpus import is_hf
 from transcoders.evaluation import bootstrap
+from transcoders.formatting import interval, markdown_table
 from transcoders.run import Manifest
 
 from . import presets
-from .presets import Preset
+from .presets import OVERRIDABLE, Preset, preset_options, preset_overrides
 from .stages import Stages, autointerp_stage, browse_stage, evaluate_stage, train_stage
 
 EVAL_COLUMNS = {
@@ -40,17 +41,11 @@ EVAL_COLUMNS = {
 PAIRS = (("transcoder", "sae"), ("skip-transcoder", "transcoder"), ("skip-transcoder", "sae"))
 
 
-def _ci(value, low, high) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
-
-
 def _splice_ci(diff: float, low: float, high: float) -> str:
     """A paired splice-metric difference; no interval from a single document."""
     if math.isnan(low):
         return f"{diff:.4f} [n/a: one document]"
-    return f"{diff:.4f} [{low:.4f}, {high:.4f}]"
+    return interval(diff, low, high, digits=4)
 
 
 def splice_ci_label(evaluation: dict) -> str:
@@ -67,7 +62,7 @@ def _group_ci(group: dict, prefix: str) -> str:
     if not group:
         return "n/a"
     name = prefix + group["headline"]
-    return _ci(group[name], group[f"{name}_low"], group[f"{name}_high"])
+    return interval(group[name], group[f"{name}_low"], group[f"{name}_high"])
 
 
 def _dead_label(tokens: int, window: str) -> str:
@@ -160,7 +155,7 @@ def _signed_ci(c: dict, name: str, sign: int) -> str:
     if c.get(name) is None:
         return "n/a"
     low, high = sign * c[f"{name}_low"], sign * c[f"{name}_high"]
-    return _ci(sign * c[name], min(low, high), max(low, high))
+    return interval(sign * c[name], min(low, high), max(low, high))
 
 
 COMPARISON_NOTE = (
@@ -174,19 +169,16 @@ COMPARISON_NOTE = (
 )
 
 
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "(none)\n"
-    header = "| " + " | ".join(df.columns) + " |"
-    lines = [header, "|" + "---|" * len(df.columns)]
-    for _, row in df.iterrows():
-        cells = [
-            "n/a" if v is None or (isinstance(v, float) and pd.isna(v))
-            else f"{v:.4g}" if isinstance(v, float) else str(v)
-            for v in row
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(list(df.columns), [list(row) for _, row in df.iterrows()], _cell)
 
 
 def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> dict:
@@ -247,38 +239,6 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
     )
     write_json(out / "results.json", results)
     return results
-
-
-OVERRIDABLE = [
-    f for f in dataclasses.fields(Preset) if f.name not in ("name", "description", "model_config")
-]
-
-
-def preset_options(command):
-    """One `--field` option per preset field, so every value can be overridden."""
-    for f in reversed(OVERRIDABLE):
-        kind = str(f.type)
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"Override the preset's {f.name}" + (
-            " (comma-separated)." if kind.startswith("tuple") else "."
-        )
-        option_type = {"int": int, "float": float, "bool": click.BOOL}.get(kind, str)
-        command = click.option(flag, f.name, type=option_type, default=None, help=help_text)(command)
-    return command
-
-
-def preset_overrides(options: dict) -> dict:
-    changes = {}
-    for f in OVERRIDABLE:
-        value = options.get(f.name)
-        if value is None:
-            continue
-        if str(f.type).startswith("tuple"):
-            value = tuple(v.strip() for v in value.split(",") if v.strip())
-        elif str(f.type).startswith("str | None") and value.lower() == "none":
-            value = None
-        changes[f.name] = value
-    return changes
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -42,9 +42,13 @@ def test_preset_matches_its_models_hf_config(name):
 
 
 def test_every_preset_field_has_a_flag():
-    flags = {o.name for o in table1.main.params}
-    assert {f.name for f in table1.OVERRIDABLE} <= flags
-    changed = table1.preset_overrides({"k": 64, "hookpoints": "layers.1.mlp, layers.2.mlp", "scorer_model": "none"})
+    from reproductions import layers, pareto
+
+    for command in (table1.main, pareto.main, layers.main):
+        defaults = {o.name: o.default for o in command.params}
+        # No default of its own: an unset flag leaves the preset's (dataclass) value.
+        assert all(defaults[f.name] is None for f in presets.OVERRIDABLE), command.name
+    changed = presets.preset_overrides({"k": 64, "hookpoints": "layers.1.mlp, layers.2.mlp", "scorer_model": "none"})
     assert changed == {"k": 64, "hookpoints": ("layers.1.mlp", "layers.2.mlp"), "scorer_model": None}
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import dataclasses
 import json
 import math
 import posixpath
@@ -43,6 +42,8 @@ import sys
 from pathlib import Path
 
 from mkdocs.structure.files import File
+
+from transcoders.formatting import markdown_table
 
 REGION = re.compile(
     r"<!-- (?P<kind>csv|json)-table: (?P<path>\S+)(?: (?P<key>\w+))? -->\n"
@@ -65,16 +66,6 @@ def cell(value) -> str:
     if FLOAT.fullmatch(text):
         return f"{float(text):.4g}"
     return (text or "–").replace("|", r"\|")
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    """Rows under a header, as a Markdown table."""
-    lines = [
-        "| " + " | ".join(cell(h) for h in header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(cell(c) for c in row) + " |" for row in rows),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list]]:
@@ -107,7 +98,7 @@ def render(markdown: str, root: Path) -> str:
             source = f"`{match['key']}` in `{rel}`"
         return (
             f'<div class="{match["kind"]}-table generated-table" markdown>\n\n'
-            f"{markdown_table(header, rows)}\n"
+            f"{markdown_table(header, rows, cell)}\n"
             f"*Generated at build time from {source}; floats shown to 4 significant "
             "figures.*\n\n</div>\n"
         )
@@ -119,21 +110,16 @@ def presets_table(root: Path) -> str:
     """Every preset's values, one column per preset, from the code that uses them."""
     sys.path.insert(0, str(root))
     try:
-        from reproductions.presets import PRESETS, Preset
+        from reproductions.presets import OVERRIDABLE, PRESETS
     finally:
         sys.path.remove(str(root))
     presets = list(PRESETS.values())
-    # The fields the command line can override, in declaration order.
-    names = [
-        f.name for f in dataclasses.fields(Preset)
-        if f.name not in ("name", "description", "model_config")
-    ]
     header = ["option", *(f"`{p.name}`" for p in presets)]
     rows = [
-        [f"`--{name.replace('_', '-')}`", *(_value(getattr(p, name)) for p in presets)]
-        for name in names
+        [f"`--{f.name.replace('_', '-')}`", *(_value(getattr(p, f.name)) for p in presets)]
+        for f in OVERRIDABLE
     ]
-    return markdown_table(header, rows)
+    return markdown_table(header, rows, cell)
 
 
 def probes(root: Path) -> list[tuple[str, str, str]]:
@@ -152,7 +138,7 @@ def probes(root: Path) -> list[tuple[str, str, str]]:
 def probes_table(root: Path) -> str:
     """The probes as a Markdown table, grouped by command."""
     rows = sorted(probes(root), key=lambda p: p[0])
-    return markdown_table(["command", "what was tried", "what you get"], [list(r) for r in rows])
+    return markdown_table(["command", "what was tried", "what you get"], rows, cell)
 
 
 def _value(value) -> str:

@@ -7,6 +7,8 @@ through these, so a confidence interval reads the same everywhere.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 
 def interval(
@@ -17,3 +19,12 @@ def interval(
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def markdown_table(
+    header: Sequence, rows: Iterable[Sequence], cell: Callable[[Any], str] = str
+) -> str:
+    """`rows` under `header` as a Markdown table, every cell (header too) written by `cell`."""
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """How scoring examples are chosen, and the statistics that keep firing frequency from
-confounding the architecture comparison (issue 11, part 2)."""
+confounding the architecture comparison."""
 
 import re
 

@@ -18,7 +18,7 @@ import pytest
 
 
 def probe(command: str, tried: str, answer: str) -> Callable:
-    """Record what a user ran (`command`, `tried`) and what they now get (`answer`)."""
+    """Record what a user ran (`command`, `tried`) and what they get (`answer`)."""
     return pytest.mark.probe(command=command, tried=tried, answer=answer)
 
 

@@ -103,7 +103,7 @@ def test_train_rejects_sizes_below_one(train_refuses, field, value):
 
 
 @probe("train", "`--lr -1`, `--lr 0`, `--lr nan`",
-       "one-line error naming `--lr`: must be a positive number (nan was accepted before)")
+       "one-line error naming `--lr`: must be a positive number")
 @pytest.mark.parametrize("lr", ["-1", "0", "nan", "inf"])
 def test_train_rejects_a_learning_rate_that_is_not_positive(train_refuses, lr):
     line = train_refuses(["--lr", lr], dict(lr=float(lr)))
@@ -134,7 +134,7 @@ def test_train_rejects_bad_dead_latent_options(train_refuses, field, value, rule
 
 
 @probe("train", "`--expansion-factor 0` or negative, `--num-latents -1`",
-       "one-line error naming the flag (was: k=8 is larger than the number of latents (-576))")
+       "one-line error naming the flag")
 @pytest.mark.parametrize("field, value, rule", [
     ("expansion_factor", 0, "must be a positive number"),
     ("expansion_factor", -4, "must be a positive number"),
@@ -183,7 +183,7 @@ def test_train_rejects_a_cuda_device_this_machine_lacks(train_refuses):
 
 
 @probe("train", "`--arch ,` or `--hookpoints ,`",
-       "one-line error: the flag names nothing (it used to train nothing and exit 0)")
+       "one-line error: the flag names nothing")
 @pytest.mark.parametrize("flag, field", [("--arch", "architectures"), ("--hookpoints", "hookpoints")])
 def test_train_rejects_an_empty_list(train_refuses, flag, field):
     line = train_refuses([flag, ","], {field: []})
@@ -206,7 +206,7 @@ def test_api_rejects_blank_names():
 
 
 @probe("evaluate", "`--tokens 0`, `--ctx-len 0` (or negative)",
-       "one-line error naming the flag (zeros used to fall back to the manifest's values)")
+       "one-line error naming the flag; zero does not mean the manifest's value")
 @pytest.mark.parametrize("field, value", [("tokens", 0), ("tokens", -64), ("ctx_len", 0)])
 def test_evaluate_rejects_zero_instead_of_using_the_manifest(tmp_path, field, value):
     flag = "--" + field.replace("_", "-")
@@ -215,7 +215,7 @@ def test_evaluate_rejects_zero_instead_of_using_the_manifest(tmp_path, field, va
 
 
 @probe("evaluate", "`--model ''`, `--dataset ' '`, `--eval-split ''`",
-       "one-line error naming the flag (an empty model used to mean the run's)")
+       "one-line error naming the flag; empty does not mean the run's value")
 @pytest.mark.parametrize("field, value", [("model", ""), ("dataset", " "), ("eval_split", "")])
 def test_evaluate_rejects_an_empty_name(tmp_path, field, value):
     flag = "--" + field.replace("_", "-")
@@ -303,7 +303,7 @@ def test_evaluate_single_file_corpus(tmp_path, tiny_lm_dir):
 
 
 @probe("evaluate", "a `cfg.json` without `k` (or without `num_latents` and `expansion_factor`)",
-       "one-line error naming the file (sparsify used to fill in k=32 and report L0 32)")
+       "one-line error naming the file; sparsify's default k=32 is not assumed")
 @pytest.mark.parametrize("drop, named", [
     (["k"], "'k'"),
     (["num_latents", "expansion_factor"], "'num_latents' or 'expansion_factor'"),

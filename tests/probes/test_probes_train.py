@@ -121,7 +121,7 @@ def test_kill_anywhere_then_resume_matches_uninterrupted(
 
 
 @probe("train", "`kill -9` after the last checkpoint (during the held-out FVU), then `--resume`",
-       "skips training, computes the FVU and completes (was: `IndexError` on every retry)")
+       "skips training, computes the FVU and completes")
 def test_kill_after_last_checkpoint_then_resume(tmp_path, tiny_lm_dir, tiny_corpus_dir, uninterrupted):
     out = tmp_path / "run"
     left = kill_then_resume(out, tiny_lm_dir, tiny_corpus_dir,

@@ -3,14 +3,13 @@
 Why: every coder step allocates temporaries of tokens × latents floats (75 MB at
 2,048 tokens and 9,216 latents). glibc serves blocks that large with a fresh `mmap`
 and hands them back with `munmap` when they are freed, so each step page-faults and
-zeroes the same amount of memory again. On this project's 2-core VM
-(`python -m benchmarks coder_flops`, 2026-11-25), that made the step's element-wise
-work (`mul`, `clamp_min`, `fill_`, `copy_`) 3-4x slower and held coder training to
-33-37% of the matmul rate in two runs; with freed blocks kept in the heap, the next
-step reuses them and the benchmark ran at 51-57% in the next runs. How much the
-faults cost depends on the machine: an earlier run on the same VM, without this
-setting, reached 49-51%. The price is that the process keeps its peak
-memory until it exits, which training reaches on its first step anyway.
+zeroes the same amount of memory again. On a 2-core VM (`python -m benchmarks
+coder_flops`), that makes the step's element-wise work (`mul`, `clamp_min`, `fill_`,
+`copy_`) 3-4x slower and holds coder training to 33-37% of the matmul rate; with
+freed blocks kept in the heap, the next step reuses them and the benchmark reaches
+51-57%. How much the faults cost depends on the machine and its load: other runs on
+the same VM without this setting reached 49-51%. The price is that the process
+keeps its peak memory until it exits, which training reaches on its first step anyway.
 
 When it can go: once PyTorch's CPU allocator (or sparsify) caches large blocks
 itself, or when a caching allocator such as jemalloc is preloaded instead.
