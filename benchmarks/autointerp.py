@@ -25,6 +25,7 @@ from transcoders.autointerp.cache import FIRING_COUNTS_FILE, cache_latents, late
 from transcoders.autointerp.clients import LocalClient
 from transcoders.autointerp.delphi_compat import import_delphi
 from transcoders.data import EMBEDDED, load_corpus, load_model, tokenize
+from transcoders.run import coder_dir
 
 from .common import alternate
 
@@ -69,7 +70,7 @@ def _records(bench: AutointerpBench, model, tokenizer, root: Path) -> list[Laten
     torch.manual_seed(0)
     d_in = model.config.hidden_size
     SparseCoder(d_in, arch.coder_config(k=32, expansion_factor=16)).save_to_disk(
-        root / "run" / arch.name / bench.hookpoint
+        coder_dir(root / "run", arch.name, bench.hookpoint)
     )
     rows = tokenize(load_corpus(bench.dataset, "eval"), tokenizer,
                     ctx_len=bench.ctx_len, max_tokens=bench.cache_tokens)

@@ -68,9 +68,9 @@ class Preset:
     k_decay_steps: int = TRAINING_DEFAULTS.k_decay_steps
     """Steps of sparsify's k schedule; 0 is off."""
 
-    ctx_len: int = 256
-    batch_size: int = 8
-    eval_tokens: int = 32_768
+    ctx_len: int = TRAINING_DEFAULTS.ctx_len
+    batch_size: int = TRAINING_DEFAULTS.batch_size
+    eval_tokens: int = TRAINING_DEFAULTS.eval_tokens
     """Held-out tokens for splice evaluation (and the manifest's FVU)."""
 
     explainer: str = "top-tokens"
