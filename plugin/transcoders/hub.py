@@ -270,30 +270,15 @@ def import_released(
     written as a corrected copy. The centring checks run on `dataset`'s held-out
     rows; `eval_split`, `ctx_len` and `seed` are recorded as the run's settings for
     the stages after it. Returns the record also written to `IMPORT_RECORD`."""
-    from huggingface_hub import snapshot_download
-
-    from . import checkpoints
     from .data import load_model
 
     lm, tokenizer = load_model(model, device="cpu")
     names = {n for n, _ in base_of(lm).named_modules() if n}
     found, sources = [], {}
     for arch, repo in repos.items():
-        patterns = [f"{p}/*" for p in hookpoints]
-        patterns += [f"model.{p}" for p in patterns]
-        snapshot = Path(snapshot_download(repo, allow_patterns=patterns))
-        folders = sorted(f for f in snapshot.iterdir() if (f / CONFIG_FILE).is_file())
-        chosen = {
-            _hookpoint_name(f.name, names): f
-            for f in folders
-            if any(fnmatch.fnmatchcase(_hookpoint_name(f.name, names), p) for p in hookpoints)
-        }
-        if not chosen:
-            raise UserError(f"{repo} has no checkpoint matching {list(hookpoints)}")
-        for hookpoint, folder in chosen.items():
-            # The repo names the architecture; an old-format cfg.json cannot.
-            found.append(checkpoints.at(folder, hookpoint, arch))
-            sources[folder] = repo
+        for ckpt in _download(repo, arch, hookpoints, names):
+            found.append(ckpt)
+            sources[ckpt.path] = repo
     ids = check_tokens(tokenizer, dataset, "eval", eval_split)
     found, measured = identify(lm, found, ids, plugin_run=False)
     measured = {m["checkpoint"]: m for m in measured}
@@ -323,6 +308,29 @@ def import_released(
     ).write(run_dir)
     write_json(run_dir / IMPORT_RECORD, record)
     return record
+
+
+def _download(
+    repo: str, arch: str, hookpoints: Sequence[str], module_names: set[str]
+) -> list[Checkpoint]:
+    """The coders of `repo` at `hookpoints`, downloaded or from the local HF cache."""
+    from huggingface_hub import snapshot_download
+
+    from . import checkpoints
+
+    patterns = [f"{p}/*" for p in hookpoints]
+    patterns += [f"model.{p}" for p in patterns]
+    snapshot = Path(snapshot_download(repo, allow_patterns=patterns))
+    folders = sorted(f for f in snapshot.iterdir() if (f / CONFIG_FILE).is_file())
+    chosen = {
+        _hookpoint_name(f.name, module_names): f
+        for f in folders
+        if any(fnmatch.fnmatchcase(_hookpoint_name(f.name, module_names), p) for p in hookpoints)
+    }
+    if not chosen:
+        raise UserError(f"{repo} has no checkpoint matching {list(hookpoints)}")
+    # The repo names the architecture; an old-format cfg.json cannot.
+    return [checkpoints.at(folder, hookpoint, arch) for hookpoint, folder in chosen.items()]
 
 
 def _hookpoint_name(folder: str, module_names: set[str]) -> str:

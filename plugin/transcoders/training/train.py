@@ -317,24 +317,8 @@ class _Run:
     def train(self, arch: Architecture, *, resume: bool) -> None:
         """Train `arch` (from its last checkpoint when resuming), then measure its
         held-out FVU; the manifest follows every save."""
-        cfg, out, records = self.cfg, self.out, self.manifest.architectures
-        coder_cfg = arch.coder_config(
-            k=cfg.k, expansion_factor=cfg.expansion_factor, num_latents=cfg.num_latents
-        )
-        train_cfg = TrainConfig(
-            coder_cfg,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            hookpoints=self.hookpoints,
-            init_seeds=[cfg.seed],
-            save_dir=str(out),
-            run_name=arch.name,
-            save_every=cfg.save_every,
-            auxk_alpha=cfg.auxk_alpha,
-            dead_feature_threshold=cfg.dead_tokens,
-            k_decay_steps=cfg.k_decay_steps,
-            log_to_wandb=False,
-        )
+        out, records = self.out, self.manifest.architectures
+        train_cfg = self._trainer_config(arch)
         scales = self.manifest.normalization
         scaled = coder_scales(arch, scales) if scales else None
         train_model, forward = self._forward()
@@ -347,7 +331,7 @@ class _Run:
             "status": TRAINING,
             "description": arch.description,
             "reads": arch.reads,
-            "coder_config": coder_cfg.to_dict(),
+            "coder_config": train_cfg.sae.to_dict(),
             "num_latents": self.num_latents,
             "forward": forward,
             # (s_in, s_out) per hookpoint, already folded into the checkpoints.
@@ -378,19 +362,42 @@ class _Run:
         else:
             trainer.fit()
         wall = earlier + time.perf_counter() - start
-
         if self.rank_zero:
-            coders = {
-                hp: SparseCoder.load_from_disk(coder_dir(out, arch.name, hp), device=self.device)
-                for hp in self.hookpoints
-            }
-            fvu = heldout_fvu(self.live_model, arch, coders, self.eval_rows, cfg.batch_size)
-            record.update(
-                status=COMPLETE,
-                wall_time_s=wall,
-                fvu={hp: _finite_or_none(v) for hp, v in fvu.items()},
-            )
-            self.write()
-            print(f"{arch.name}: held-out FVU {fvu} in {wall:.1f} s")
+            self._complete(arch, record, wall)
         if dist.is_initialized():
             dist.barrier()
+
+    def _trainer_config(self, arch: Architecture) -> TrainConfig:
+        """sparsify's config for training `arch` into this run."""
+        cfg = self.cfg
+        return TrainConfig(
+            arch.coder_config(
+                k=cfg.k, expansion_factor=cfg.expansion_factor, num_latents=cfg.num_latents
+            ),
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            hookpoints=self.hookpoints,
+            init_seeds=[cfg.seed],
+            save_dir=str(self.out),
+            run_name=arch.name,
+            save_every=cfg.save_every,
+            auxk_alpha=cfg.auxk_alpha,
+            dead_feature_threshold=cfg.dead_tokens,
+            k_decay_steps=cfg.k_decay_steps,
+            log_to_wandb=False,
+        )
+
+    def _complete(self, arch: Architecture, record: dict, wall: float) -> None:
+        """Measure the trained coders' held-out FVU and mark `arch` complete."""
+        coders = {
+            hp: SparseCoder.load_from_disk(coder_dir(self.out, arch.name, hp), device=self.device)
+            for hp in self.hookpoints
+        }
+        fvu = heldout_fvu(self.live_model, arch, coders, self.eval_rows, self.cfg.batch_size)
+        record.update(
+            status=COMPLETE,
+            wall_time_s=wall,
+            fvu={hp: _finite_or_none(v) for hp, v in fvu.items()},
+        )
+        self.write()
+        print(f"{arch.name}: held-out FVU {fvu} in {wall:.1f} s")
