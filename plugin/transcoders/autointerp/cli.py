@@ -36,8 +36,8 @@ def _csv(_ctx, _param, value: str | None) -> list[str] | None:
               "client, or local:embedded with top-tokens).")
 @click.option("--latents", default=_DEFAULTS.latents, show_default=True,
               help="Latents per architecture and hookpoint (seeded sample of live latents). "
-                   "Fewer than 100 could not resolve the SAE's real-vs-shuffled margin "
-                   "offline; with an LLM explainer each latent costs several LLM calls.")
+                   "30 could not resolve the SAE's real-vs-shuffled margin offline and "
+                   "100 did; with an LLM explainer each latent costs several LLM calls.")
 @click.option("--seed", default=_DEFAULTS.seed, show_default=True)
 @click.option("--arch", "architectures", default=None, callback=_csv,
               help="Comma-separated architectures (default: all in the run).")
