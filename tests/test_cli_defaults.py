@@ -8,6 +8,7 @@ import inspect
 import operator
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Callable
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,15 @@ def test_autointerp_retries_help_quotes_the_http_clients_worst_case():
                         max_retries=cfg.retries)
     retries = next(p for p in main.commands["autointerp"].params if p.name == "retries")
     assert f"{client.worst_case_s():g} s by default" in retries.help
+
+
+def test_clients_guide_quotes_the_default_worst_case():
+    from transcoders.autointerp.clients.http import HTTPClient
+
+    cfg = AutointerpConfig()
+    client = HTTPClient("m", "http://127.0.0.1:9/v1", timeout_s=cfg.timeout,
+                        max_retries=cfg.retries)
+    guide = Path(__file__).parents[1] / "docs" / "guides" / "autointerp-clients.md"
+    row = next(line for line in guide.read_text().splitlines() if "(default) |" in line)
+    assert row.startswith(f"| {cfg.timeout:g} (default) | {cfg.retries} (default) |"), row
+    assert row.endswith(f"= {client.worst_case_s():g} s |"), row
