@@ -72,14 +72,14 @@ def test_offline_run_writes_delphis_layout_and_resumes(world, tmp_path, monkeypa
     # The CLI prints each group with its control and warns where they do not separate.
     from click.testing import CliRunner
 
-    from transcoders.autointerp import stats
+    from transcoders.autointerp.summary import control_warnings
     from transcoders.cli import main
 
     monkeypatch.setattr(pipeline, "run_autointerp", lambda run_dir, cfg: summary)
     printed = CliRunner().invoke(main, ["autointerp", str(run), "--out", str(tmp_path / "out")])
     assert printed.exit_code == 0, printed.output
     assert printed.output.count("  real − shuffled ") == len(summary["groups"])
-    assert printed.output.count("Warning:") == len(stats.control_warnings(summary))
+    assert printed.output.count("Warning:") == len(control_warnings(summary))
 
 
 def test_a_deleted_latent_is_redone_alone(world, tmp_path, monkeypatch):

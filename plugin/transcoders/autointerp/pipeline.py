@@ -45,6 +45,7 @@ from . import cache, stats
 from .config import TOP_TOKENS, AutointerpConfig
 from .delphi_compat import held_out_test, import_delphi, seed_scorer
 from .state import distrust, read_json
+from .summary import summarise
 
 import_delphi()
 from delphi.clients.client import Client  # noqa: E402
@@ -58,9 +59,6 @@ from .tokenizer_compat import PerTokenDecoding  # noqa: E402
 
 SHUFFLED = "_shuffled"
 DONORS_FILE = "shuffled_donors.json"
-# The number each scorer is summarised by: the paper reports balanced accuracy for
-# detection and fuzzing; the embedding scorer gives similarities, so AUROC.
-HEADLINE = {"detection": "balanced_accuracy", "fuzzing": "balanced_accuracy", "embedding": "auroc"}
 
 
 class AutointerpError(UserError):
@@ -120,11 +118,12 @@ def _run(ckpts, out: Path, cfg: AutointerpConfig, model_name: str, dataset: str)
     with atomic_path(out / "latents.csv") as tmp:
         latents_df.to_csv(tmp, index=False)
     summary = summarise(latents_df, cfg)
-    summary["config"] = asdict(cfg)
-    write_json(out / "summary.json", summary)
+    summary.config = asdict(cfg)
+    data = summary.to_dict()
+    write_json(out / "summary.json", data)
     with atomic_path(out / "summary.csv") as tmp:
-        pd.DataFrame(summary["groups"]).to_csv(tmp, index=False)
-    return summary
+        pd.DataFrame(data["groups"]).to_csv(tmp, index=False)
+    return data
 
 
 # Settings that change no explanation or score already on disk.
@@ -584,105 +583,3 @@ def latent_metrics(scorer: str, score: list[dict]) -> dict[str, Any]:
         [s["prediction"] for s in score],
         [s["probability"] for s in score],
     )
-
-
-METRICS = ("accuracy", "balanced_accuracy", "f1", "auroc")
-
-
-def summarise(df: pd.DataFrame, cfg: AutointerpConfig) -> dict:
-    """Per (architecture, hookpoint): the cache's latent counts (dead over the cached
-    tokens, eligible among live). Per (architecture, hookpoint, scorer): means with
-    bootstrap CIs of every metric for real and shuffled explanations, real minus
-    shuffled (paired by latent), and the Spearman correlation of firing frequency with
-    the headline score. Per (hookpoint, scorer) and pair of architectures: the raw and
-    the frequency-matched difference of headline means (unpaired: different latents)."""
-    groups, comparisons = [], []
-    counts = _latent_counts(df)
-    if df.empty or "scorer" not in df:
-        return {"latent_counts": counts, "groups": groups, "comparisons": comparisons,
-                "failed_explanations": _failed(df)}
-    scored = df[df["scorer"].notna()].astype({"shuffled": bool})
-    boot = {"n_boot": cfg.n_boot, "seed": cfg.seed}
-    for (arch, hp, scorer), g in scored.groupby(["architecture", "hookpoint", "scorer"], sort=True):
-        real = g[~g["shuffled"]].set_index("latent")
-        ctrl = g[g["shuffled"]].set_index("latent")
-        headline = HEADLINE[scorer]
-        row = {
-            "architecture": arch, "hookpoint": hp, "scorer": scorer,
-            "latents": len(real), "headline": headline,
-            "failed_predictions": int(real["n_failed"].sum()),
-            "predictions": int(real["n"].sum()),
-            "spearman_frequency": stats.spearman(_values(real["frequency"]), _values(real[headline])),
-        }
-        for metric in METRICS:
-            r = stats.bootstrap_mean(_values(real[metric]), **boot)
-            c = stats.bootstrap_mean(_values(ctrl[metric]), **boot)
-            common = real.index.intersection(ctrl.index)
-            d = stats.bootstrap_difference(
-                _values(real.loc[common, metric]), _values(ctrl.loc[common, metric]),
-                paired=True, **boot,
-            ) if len(common) else None
-            for key, iv in (("", r), ("shuffled_", c), ("real_minus_shuffled_", d)):
-                row.update(_interval(f"{key}{metric}", iv))
-        groups.append(row)
-
-        for other in scored[(scored["hookpoint"] == hp) & (scored["scorer"] == scorer)]["architecture"].unique():
-            if other <= arch:
-                continue
-            o = scored[(scored["architecture"] == other) & (scored["hookpoint"] == hp)
-                       & (scored["scorer"] == scorer) & ~scored["shuffled"]]
-            d = stats.bootstrap_difference(_values(real[headline]), _values(o[headline]), **boot)
-            m = stats.frequency_matched_difference(
-                _values(real[headline]), _values(real["frequency"]),
-                _values(o[headline]), _values(o["frequency"]), **boot,
-            )
-            comparisons.append({
-                "hookpoint": hp, "scorer": scorer, "metric": headline,
-                "a": arch, "b": other, "interval": "unpaired bootstrap over latents",
-                **_interval("a_minus_b", d),
-                **_interval("matched_a_minus_b", m),
-                "matched_bins": m.bins if m else 0,
-                "matched_coverage": m.coverage if m else None,
-            })
-    return {"latent_counts": counts, "groups": groups, "comparisons": comparisons,
-            "failed_explanations": _failed(df)}
-
-
-def _latent_counts(df: pd.DataFrame) -> list[dict]:
-    """Per (architecture, hookpoint), from the cache: latents, the tokens cached, dead
-    (never fired on them), and eligible for sampling, among the live and among all."""
-    if df.empty:
-        return []
-    out = []
-    for (arch, hp), g in df.groupby(["architecture", "hookpoint"], sort=True):
-        first = g.iloc[0]
-        n, live, eligible = int(first["n_latents"]), int(first["live_latents"]), int(first["eligible_latents"])
-        out.append({
-            "architecture": arch, "hookpoint": hp, "latents": n,
-            "cache_tokens": int(first["cache_tokens"]), "live": live,
-            "dead_fraction": 1 - live / n, "eligible": eligible,
-            "eligible_fraction": eligible / live if live else None,
-            "eligible_fraction_of_all": eligible / n,
-        })
-    return out
-
-
-def _failed(df: pd.DataFrame) -> list[dict]:
-    if df.empty:
-        return []
-    per = df.drop_duplicates(["architecture", "hookpoint", "latent"])
-    return [
-        {"architecture": a, "hookpoint": h, "explained": len(g),
-         "failed_parse": int((~g["explanation_parsed"]).sum())}
-        for (a, h), g in per.groupby(["architecture", "hookpoint"])
-    ]
-
-
-def _values(series: pd.Series) -> list[float | None]:
-    return [None if v is None or pd.isna(v) else float(v) for v in series]
-
-
-def _interval(name: str, iv: stats.Interval | None) -> dict:
-    if iv is None:
-        return {name: None, f"{name}_low": None, f"{name}_high": None}
-    return {name: iv.value, f"{name}_low": iv.low, f"{name}_high": iv.high}
