@@ -43,7 +43,7 @@ from ..data import EMBEDDED, load_corpus, tokenize
 from ..errors import UserError
 from . import cache, stats
 from .config import TOP_TOKENS, AutointerpConfig
-from .delphi_compat import held_out_test, import_delphi, seed_scorer
+from .delphi_compat import Watched, held_out_test, import_delphi, seed_scorer
 from .state import distrust, read_json
 from .summary import summarise
 
@@ -218,12 +218,12 @@ def _explainer_and_judge(cfg: AutointerpConfig):
             cfg.prompt == "auto" and cfg.explainer.startswith("local:")
         )
         kind = CompactExplainer if compact else DefaultExplainer
-        explainer = kind(_Watched(llm), generation_kwargs={"max_tokens": 64})
+        explainer = kind(Watched(llm), generation_kwargs={"max_tokens": 64})
     judge = None
     if wants_judge:
         spec = cfg.scorer_model or (cfg.explainer if llm else "local:embedded")
         shared = spec == cfg.explainer and llm
-        judge = _Watched(llm if shared else _client(make_client, spec, cfg))
+        judge = Watched(llm if shared else _client(make_client, spec, cfg))
     return explainer, judge
 
 
@@ -235,28 +235,6 @@ def _client(make_client, spec: str, cfg: AutointerpConfig) -> Client:
         return make_client(spec, **options)
     except (OSError, ValueError, ImportError, RuntimeError) as err:
         raise AutointerpError(f"Could not load the client '{spec}': {err}") from err
-
-
-class _Watched(Client):
-    """Forwards to a client and remembers its exceptions: Delphi's classifier scorers
-    swallow client errors and count them as unparsed answers, but an endpoint that
-    failed past its retries must stop the run, not turn into missing predictions."""
-
-    def __init__(self, client: Client):
-        super().__init__(client.model)
-        self.client = client
-        self.errors: list[BaseException] = []
-
-    async def generate(self, prompt, **kwargs):
-        # A scorer sends a latent's prompts one after another and carries on past a
-        # failed one: fail the rest at once instead of waiting out each one's retries.
-        if self.errors:
-            raise self.errors[0]
-        try:
-            return await self.client.generate(prompt, **kwargs)
-        except Exception as err:
-            self.errors.append(err)
-            raise
 
 
 def _scorer(name: str, judge: Client | None, cfg: AutointerpConfig):
