@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_autointerp import HOOKPOINTS, tiny_options, tiny_run, tiny_world
 
-from transcoders.autointerp import pipeline
+from transcoders.autointerp import models, pipeline
 from transcoders.autointerp.clients import HTTPClient
 from transcoders.autointerp.config import AutointerpConfig
 from transcoders.validation import ConfigError
@@ -64,8 +64,8 @@ def test_offline_run_writes_delphis_layout_and_resumes(world, tmp_path, monkeypa
     async def boom(*args, **kwargs):
         raise AssertionError("finished latent redone")
 
-    monkeypatch.setattr(pipeline.TopTokensExplainer, "__call__", boom)
-    monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", boom)
+    monkeypatch.setattr(models.TopTokensExplainer, "__call__", boom)
+    monkeypatch.setattr(models.EmbeddingScorer, "__call__", boom)
     again = pipeline.run_autointerp(run, cfg)
     assert again["groups"] == summary["groups"]
 
@@ -89,13 +89,13 @@ def test_a_deleted_latent_is_redone_alone(world, tmp_path, monkeypatch):
     victim = sorted((tmp_path / "out" / "sae" / "scores" / "embedding").glob("*.txt"))[2]
     victim.unlink()
     calls = []
-    real = pipeline.EmbeddingScorer.__call__
+    real = models.EmbeddingScorer.__call__
 
     async def counting(self, record):
         calls.append(str(record.latent))
         return await real(self, record)
 
-    monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", counting)
+    monkeypatch.setattr(models.EmbeddingScorer, "__call__", counting)
     pipeline.run_autointerp(run, cfg)
     assert calls == [victim.stem]
 
@@ -112,7 +112,7 @@ def test_two_hookpoints_keep_each_others_controls(world, tmp_path, monkeypatch):
     async def boom(*args, **kwargs):
         raise AssertionError("finished latent rescored")
 
-    monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", boom)
+    monkeypatch.setattr(models.EmbeddingScorer, "__call__", boom)
     assert pipeline.run_autointerp(run, cfg)["groups"] == first["groups"]
 
 
@@ -214,7 +214,7 @@ def test_latents_need_examples_beyond_the_explainers(tmp_path):
     from safetensors.numpy import save_file
 
     from transcoders.autointerp.config import AutointerpConfig
-    from transcoders.autointerp.pipeline import latent_counts
+    from transcoders.autointerp.sampling import latent_counts
 
     cfg = AutointerpConfig(
         example_ctx_len=8, n_examples_train=4, min_examples=3, n_examples_test=3, n_quantiles=3,

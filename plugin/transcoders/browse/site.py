@@ -2,8 +2,8 @@
 opens from disk, for every architecture and hookpoint with autointerp results.
 
 Everything shown is read back from what autointerp and evaluation wrote: latents.csv and
-summary.json, the explanations and score lists, the latent cache (through the
-pipeline's own `latent_records`, so examples are the windows Delphi's explainer and
+summary.json, the explanations and score lists, the latent cache (through
+autointerp's own `latent_records`, so examples are the windows Delphi's explainer and
 scorers saw), and RUN/evaluation.json when present. Only the logit panel computes: the
 subject model's unembedding applied to each latent's decoder row.
 
@@ -39,7 +39,8 @@ from .. import checkpoints, formatting
 from ..atomic import write_text
 from ..autointerp import cache
 from ..autointerp.config import AutointerpConfig
-from ..autointerp.pipeline import DONORS_FILE, SHUFFLED, _tokenizer, latent_counts, latent_records
+from ..autointerp.sampling import latent_counts, latent_records, load_tokenizer
+from ..autointerp.scores import DONORS_FILE, SHUFFLED
 from ..autointerp.state import read_json
 from ..autointerp.summary import HEADLINE, interval
 from ..autointerp.tokenizer_compat import PerTokenDecoding
@@ -86,7 +87,7 @@ def build_site(run_dir: str | Path, autointerp_dir: str | Path | None = None,
             raise BrowseError(
                 f"{results} has results for {arch}/{hp} but {run_dir} has no such coder: "
                 "pass the run that autointerp read, or its own --autointerp folder")
-    tokenizer = _tokenizer(model_name)
+    tokenizer = load_tokenizer(model_name)
     unembed = _unembedding(model_name, device)
 
     rows, overviews = [], []
