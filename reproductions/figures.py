@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from transcoders.atomic import atomic_path, write_json
+from transcoders.autointerp.summary import interval
 from transcoders.evaluation.evaluate import ALL
 
 from .presets import Preset
@@ -77,9 +78,9 @@ def rows(evaluation: dict, summary: dict, scorer: str, **labels) -> list[dict]:
             "metric": metric,
             "latents": g.get("latents", 0),
         }
-        for prefix, name in (("", "score"), ("shuffled_", "shuffled")):
-            for suffix in ("", "_low", "_high"):
-                row[name + suffix] = g.get(f"{prefix}{metric}{suffix}") if metric else None
+        for kind, name in (("real", "score"), ("shuffled", "shuffled")):
+            bounds = interval(g, metric, kind) if metric else None
+            row[name], row[f"{name}_low"], row[f"{name}_high"] = bounds or (None, None, None)
         out.append(row)
     return out
 

@@ -204,7 +204,7 @@ def evaluate_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
 
 def autointerp_run_config(preset: Preset, run_dir: Path) -> AutointerpConfig:
     """The autointerp config of `preset`, writing into its folder under `run_dir`."""
-    from transcoders.autointerp.pipeline import TEST_SAMPLING
+    from transcoders.autointerp.settings import TEST_SAMPLING
 
     cfg = autointerp_config(preset)
     # Scorers are left out of the folder's key: adding one reuses the cache and the

@@ -20,7 +20,7 @@ import pandas as pd
 from transcoders import runlock
 from transcoders.cli import one_line_errors
 from transcoders.atomic import atomic_path, write_json, write_text
-from transcoders.autointerp import stats
+from transcoders.autointerp.summary import control_warnings, interval as summary_interval
 from transcoders.data.corpus import is_hf
 from transcoders.evaluation import bootstrap
 from transcoders.formatting import interval, markdown_table
@@ -57,12 +57,11 @@ def splice_ci_label(evaluation: dict) -> str:
     )
 
 
-def _group_ci(group: dict, prefix: str) -> str:
-    """A scorer's headline metric (real or shuffled) as `mean [low, high]`."""
+def _group_ci(group: dict, kind: str) -> str:
+    """A scorer's headline metric (real, shuffled or their difference) as `mean [low, high]`."""
     if not group:
         return "n/a"
-    name = prefix + group["headline"]
-    return interval(group[name], group[f"{name}_low"], group[f"{name}_high"])
+    return interval(*summary_interval(group, group["headline"], kind) or (None, None, None))
 
 
 def _dead_label(tokens: int, window: str) -> str:
@@ -103,9 +102,9 @@ def build_table(model: str, evaluation: dict, summary: dict | None) -> pd.DataFr
             row["eligible % of all"] = 100 * c["eligible_fraction_of_all"] if c else None
         for scorer in scorers:
             g = groups.get((arch, hp, scorer), {})
-            row[scorer] = _group_ci(g, "")
-            row[f"{scorer} shuffled"] = _group_ci(g, "shuffled_")
-            row[f"{scorer} real − shuffled (paired by latent)"] = _group_ci(g, "real_minus_shuffled_")
+            row[scorer] = _group_ci(g, "real")
+            row[f"{scorer} shuffled"] = _group_ci(g, "shuffled")
+            row[f"{scorer} real − shuffled (paired by latent)"] = _group_ci(g, "real_minus_shuffled")
             row[f"{scorer} Spearman(frequency, score)"] = g.get("spearman_frequency")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -143,19 +142,20 @@ def comparisons(evaluation: dict, summary: dict | None) -> pd.DataFrame:
                 name = f"{scorer} {c['metric']}"
                 row[f"{name} (unpaired)"] = _signed_ci(c, "a_minus_b", sign)
                 matched = _signed_ci(c, "matched_a_minus_b", sign)
-                if c.get("matched_a_minus_b") is not None:
+                if summary_interval(c, c["metric"], "matched_a_minus_b") is not None:
                     matched += f" ({c['matched_bins']} bins, {c['matched_coverage']:.0%} of latents)"
                 row[f"{name} frequency-matched (unpaired)"] = matched
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _signed_ci(c: dict, name: str, sign: int) -> str:
-    """`c[name]` with its interval, as a − b for sign 1 and b − a for sign -1."""
-    if c.get(name) is None:
+def _signed_ci(c: dict, kind: str, sign: int) -> str:
+    """A comparison's `kind` interval, as a − b for sign 1 and b − a for sign -1."""
+    d = summary_interval(c, c["metric"], kind)
+    if d is None:
         return "n/a"
-    low, high = sign * c[f"{name}_low"], sign * c[f"{name}_high"]
-    return interval(sign * c[name], min(low, high), max(low, high))
+    low, high = sign * d.low, sign * d.high
+    return interval(sign * d.value, min(low, high), max(low, high))
 
 
 COMPARISON_NOTE = (
@@ -205,7 +205,7 @@ def run(preset: Preset, out: Path, work: Path, *, pretrained: bool = False) -> d
 
     table = build_table(preset.model, evaluation, summary)
     pairs = comparisons(evaluation, summary)
-    warnings = stats.control_warnings(summary)
+    warnings = control_warnings(summary)
     manifest = Manifest.read(run_dir) or Manifest()
     results = {
         "preset": preset.to_dict(),

@@ -233,7 +233,7 @@ def test_table_reports_dead_window_eligibility_and_matched_unpaired_differences(
     import pandas as pd
 
     from transcoders.autointerp.config import AutointerpConfig
-    from transcoders.autointerp.pipeline import summarise
+    from transcoders.autointerp.summary import summarise
 
     rows = []
     for arch, live, eligible, shift in (("sae", 60, 50, 0.0), ("transcoder", 40, 20, 0.1)):
@@ -245,7 +245,7 @@ def test_table_reports_dead_window_eligibility_and_matched_unpaired_differences(
                     "n": 10, "n_failed": 0, "accuracy": None, "balanced_accuracy": None, "f1": None}
             rows.append({**base, "shuffled": False, "auroc": 0.6 + shift + i / 1000})
             rows.append({**base, "shuffled": True, "auroc": 0.5})
-    summary = summarise(pd.DataFrame(rows), AutointerpConfig(n_boot=200))
+    summary = summarise(pd.DataFrame(rows), AutointerpConfig(n_boot=200)).to_dict()
     counts = {c["architecture"]: c for c in summary["latent_counts"]}
     assert counts["transcoder"]["dead_fraction"] == pytest.approx(24 / 64)
     assert counts["transcoder"]["eligible_fraction"] == pytest.approx(0.5)

@@ -6,10 +6,9 @@ import socket
 
 import orjson
 import pytest
-import torch
 from tiny_autointerp import HOOKPOINTS, tiny_options, tiny_run, tiny_world
 
-from transcoders.autointerp import pipeline
+from transcoders.autointerp import models, pipeline
 from transcoders.autointerp.clients import HTTPClient
 from transcoders.autointerp.config import AutointerpConfig
 from transcoders.validation import ConfigError
@@ -64,22 +63,22 @@ def test_offline_run_writes_delphis_layout_and_resumes(world, tmp_path, monkeypa
     async def boom(*args, **kwargs):
         raise AssertionError("finished latent redone")
 
-    monkeypatch.setattr(pipeline.TopTokensExplainer, "__call__", boom)
-    monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", boom)
+    monkeypatch.setattr(models.TopTokensExplainer, "__call__", boom)
+    monkeypatch.setattr(models.EmbeddingScorer, "__call__", boom)
     again = pipeline.run_autointerp(run, cfg)
     assert again["groups"] == summary["groups"]
 
     # The CLI prints each group with its control and warns where they do not separate.
     from click.testing import CliRunner
 
-    from transcoders.autointerp import stats
+    from transcoders.autointerp.summary import control_warnings
     from transcoders.cli import main
 
     monkeypatch.setattr(pipeline, "run_autointerp", lambda run_dir, cfg: summary)
     printed = CliRunner().invoke(main, ["autointerp", str(run), "--out", str(tmp_path / "out")])
     assert printed.exit_code == 0, printed.output
     assert printed.output.count("  real − shuffled ") == len(summary["groups"])
-    assert printed.output.count("Warning:") == len(stats.control_warnings(summary))
+    assert printed.output.count("Warning:") == len(control_warnings(summary))
 
 
 def test_a_deleted_latent_is_redone_alone(world, tmp_path, monkeypatch):
@@ -89,13 +88,13 @@ def test_a_deleted_latent_is_redone_alone(world, tmp_path, monkeypatch):
     victim = sorted((tmp_path / "out" / "sae" / "scores" / "embedding").glob("*.txt"))[2]
     victim.unlink()
     calls = []
-    real = pipeline.EmbeddingScorer.__call__
+    real = models.EmbeddingScorer.__call__
 
     async def counting(self, record):
         calls.append(str(record.latent))
         return await real(self, record)
 
-    monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", counting)
+    monkeypatch.setattr(models.EmbeddingScorer, "__call__", counting)
     pipeline.run_autointerp(run, cfg)
     assert calls == [victim.stem]
 
@@ -112,7 +111,7 @@ def test_two_hookpoints_keep_each_others_controls(world, tmp_path, monkeypatch):
     async def boom(*args, **kwargs):
         raise AssertionError("finished latent rescored")
 
-    monkeypatch.setattr(pipeline.EmbeddingScorer, "__call__", boom)
+    monkeypatch.setattr(models.EmbeddingScorer, "__call__", boom)
     assert pipeline.run_autointerp(run, cfg)["groups"] == first["groups"]
 
 
@@ -214,7 +213,7 @@ def test_latents_need_examples_beyond_the_explainers(tmp_path):
     from safetensors.numpy import save_file
 
     from transcoders.autointerp.config import AutointerpConfig
-    from transcoders.autointerp.pipeline import latent_counts
+    from transcoders.autointerp.sampling import latent_counts
 
     cfg = AutointerpConfig(
         example_ctx_len=8, n_examples_train=4, min_examples=3, n_examples_test=3, n_quantiles=3,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_autointerp import tiny_options, tiny_world
 
-from transcoders.autointerp import pipeline, stats
+from transcoders.autointerp import models, pipeline, sampling, scores, settings, stats
 from transcoders.autointerp.config import AutointerpConfig
 from transcoders.autointerp.delphi_compat import held_out_test
 from transcoders.validation import ConfigError
@@ -88,12 +88,12 @@ def test_every_judge_prompt_is_full_and_parses(tmp_path):
         n_quantiles=2, examples_per_prompt=5, architectures=["sae"],
     ))
     ckpt = pipeline.checkpoints.find(run)[0]
-    tokenizer = pipeline._tokenizer(cfg.model)
+    tokenizer = sampling.load_tokenizer(cfg.model)
     pipeline._cache([ckpt], tmp_path / "out", cfg, cfg.model, cfg.dataset, cfg.cache_config(cfg.model, cfg.dataset))
-    counts = pipeline.latent_counts(pipeline.cache.latents_dir(tmp_path / "out", "sae") / ckpt.hookpoint, cfg)
-    records = pipeline.latent_records(ckpt, tmp_path / "out", cfg, tokenizer, counts.eligible[:3])
+    counts = sampling.latent_counts(pipeline.cache.latents_dir(tmp_path / "out", "sae") / ckpt.hookpoint, cfg)
+    records = sampling.latent_records(ckpt, tmp_path / "out", cfg, tokenizer, counts.eligible[:3])
     assert len(records) == 3
-    for kind in (pipeline.DetectionScorer, pipeline.FuzzingScorer):
+    for kind in (models.DetectionScorer, models.FuzzingScorer):
         judge = _CountingJudge()
         scorer = kind(judge, n_examples_shown=5, log_prob=False)
         for record in records:
@@ -102,7 +102,7 @@ def test_every_judge_prompt_is_full_and_parses(tmp_path):
             assert not shown & {tuple(e.tokens.tolist()) for e in record.test}
             record.explanation = "anything"
             result = scorer.call_sync(record)
-            assert pipeline.latent_metrics("detection", [
+            assert scores.latent_metrics("detection", [
                 {"activating": s.activating, "prediction": s.prediction, "probability": s.probability}
                 for s in result.score
             ])["n_failed"] == 0
@@ -157,8 +157,8 @@ def test_results_made_with_the_old_test_sampling_are_not_resumed(tmp_path):
     import json
 
     cfg = AutointerpConfig(out=str(tmp_path))
-    settings = pipeline._check_same_settings(tmp_path, cfg, "m", "d")
-    old = {k: v for k, v in settings.items() if k != "test_sampling"}
-    (tmp_path / pipeline.SETTINGS_FILE).write_text(json.dumps(old))
+    written = settings.check_same_settings(tmp_path, cfg, "m", "d")
+    old = {k: v for k, v in written.items() if k != "test_sampling"}
+    (tmp_path / settings.SETTINGS_FILE).write_text(json.dumps(old))
     with pytest.raises(pipeline.AutointerpError, match="test_sampling differ"):
-        pipeline._check_same_settings(tmp_path, cfg, "m", "d")
+        settings.check_same_settings(tmp_path, cfg, "m", "d")

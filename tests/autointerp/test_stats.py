@@ -70,16 +70,3 @@ def test_derangement_has_no_fixed_point_and_is_seeded():
     assert stats.derangement(30, 7) != stats.derangement(30, 8)
     with pytest.raises(ValueError):
         stats.derangement(1, 0)
-
-
-def test_control_warning_names_only_unseparated_groups():
-    def group(arch, low):
-        return {"architecture": arch, "hookpoint": "layers.0.mlp", "scorer": "embedding",
-                "headline": "auroc", "real_minus_shuffled_auroc_low": low}
-
-    summary = {"groups": [group("sae", -0.01), group("transcoder", 0.05), group("skip", None)]}
-    warnings = stats.control_warnings(summary)
-    assert len(warnings) == 2
-    assert warnings[0].startswith("sae at layers.0.mlp: embedding") and "-0.010" in warnings[0]
-    assert warnings[1].startswith("skip at layers.0.mlp")
-    assert stats.control_warnings(None) == []

@@ -22,8 +22,9 @@ from tests.autointerp.tiny_autointerp import cli_args, tiny_options, tiny_world
 pytest.importorskip("delphi")
 
 from transcoders import runlock  # noqa: E402
-from transcoders.autointerp import cache, pipeline, state  # noqa: E402
+from transcoders.autointerp import cache, explanations, pipeline, scores, state  # noqa: E402
 from transcoders.autointerp.config import AutointerpConfig  # noqa: E402
+from transcoders.autointerp.settings import check_same_settings  # noqa: E402
 from transcoders.cli import main  # noqa: E402
 from transcoders.errors import UserError  # noqa: E402
 
@@ -288,7 +289,7 @@ def test_kill_mid_cache_then_rerun(world, reference, tmp_path):
 def test_kill_mid_scoring_then_rerun(world, reference, tmp_path):
     options = {**reference[0], "out": str(tmp_path / "out")}
     # Killed right after the 5th score file is written (before its metrics).
-    killed_run(world, options, "transcoders.autointerp.pipeline.latent_metrics", 5)
+    killed_run(world, options, "transcoders.autointerp.scores.latent_metrics", 5)
     assert len(list((tmp_path / "out").glob("*/scores/*/*.txt"))) == 5
     assert not (tmp_path / "out" / "summary.json").exists()
     result = autointerp(world[1], options)
@@ -343,11 +344,11 @@ def test_state_readers_never_crash(reference, tmp_path):
     split = _first(out, "sae/latents/*/*.safetensors").read_bytes()
     for name, valid, check in [
         ("score", _first(out, "sae/scores/embedding/*.txt").read_bytes(),
-         lambda: pipeline.read_score(target, "embedding")),
+         lambda: scores.read_score(target, "embedding")),
         ("detection score", json.dumps([{"activating": True, "prediction": None, "probability": 0.5}]).encode(),
-         lambda: pipeline.read_score(target, "detection")),
+         lambda: scores.read_score(target, "detection")),
         ("explanation", _first(out, "sae/explanations/*.txt").read_bytes(),
-         lambda: str(pipeline.usable(state.read_json(target, str, "redo")))),
+         lambda: str(explanations.usable(state.read_json(target, str, "redo")))),
         ("donors or cache config", (out / "sae" / "shuffled_donors.json").read_bytes(),
          lambda: state.read_json(target, dict, "redo")),
     ]:
@@ -359,7 +360,7 @@ def test_state_readers_never_crash(reference, tmp_path):
     for data in mutations(rng, (out / "settings.json").read_bytes(), 200):
         (settings / "settings.json").write_bytes(data)
         try:
-            pipeline._check_same_settings(settings, cfg, model, dataset)
+            check_same_settings(settings, cfg, model, dataset)
         except UserError:
             pass
     target = tmp_path / "0_6.safetensors"

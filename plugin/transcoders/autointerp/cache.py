@@ -33,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..activations import record
+from ..activations import base_of, record
 from ..atomic import atomic_path, write_json
 from ..checkpoints import WEIGHTS_FILE, Checkpoint
 from .state import distrust, read_json
@@ -260,10 +260,24 @@ def cache_latents(
     """
     out_dir = Path(out_dir)
     device = next(model.parameters()).device
-    hookpoints = sorted({ckpt.hookpoint for ckpt in checkpoints})
     report = CacheReport()
+    coders = _open_coders(checkpoints, out_dir, device, n_splits, buffer_size, report)
 
-    # (checkpoint, coder, writer) for each coder; checkpoints are not hashable.
+    staging = out_dir / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    tokens_file = staging / "tokens.i64"
+    ctx_len = _encode(model, device, tokens, batch_size, coders, tokens_file, report)
+    _write(coders, out_dir, config, tokens_file, (report.n_sequences, ctx_len))
+    shutil.rmtree(staging)
+    return report
+
+
+def _open_coders(
+    checkpoints: list[Checkpoint], out_dir: Path, device: torch.device, n_splits: int, buffer_size: int, report
+) -> list:
+    """(checkpoint, coder, writer) for each checkpoint (they are not hashable), its
+    earlier cache removed."""
     coders = []
     for ckpt in checkpoints:
         coder = ckpt.load(device)
@@ -273,13 +287,17 @@ def cache_latents(
             old.unlink()
         writer = _SplitWriter(folder, coder.num_latents, n_splits, buffer_size, report)
         coders.append((ckpt, coder, writer))
+    return coders
 
-    staging = out_dir / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    tokens_file = staging / "tokens.i64"
 
-    base = getattr(model, "base_model", model)
+def _encode(
+    model: nn.Module, device: torch.device, tokens, batch_size: int, coders: list, tokens_file: Path, report
+) -> int:
+    """Run the model over `tokens` batch by batch, handing each coder's nonzero
+    activations to its writer and appending the token ids to `tokens_file`; returns
+    the context length."""
+    hookpoints = sorted({ckpt.hookpoint for ckpt, _, _ in coders})
+    base = base_of(model)
     n_batches = len(tokens) // batch_size
     if n_batches == 0:
         raise ValueError(f"Need at least one batch of {batch_size} sequences, got {len(tokens)}")
@@ -310,18 +328,21 @@ def cache_latents(
         finally:
             for handle in stop_handles:
                 handle.remove()
+    return ctx_len
 
+
+def _write(coders: list, out_dir: Path, config: dict, tokens_file: Path, tokens_shape: tuple[int, int]) -> None:
+    """Each coder's safetensors splits, each architecture's firing counts, and then
+    each hookpoint's config.json."""
     for _, _, writer in coders:
-        writer.finish(tokens_file, (report.n_sequences, ctx_len))
-    for arch in {ckpt.architecture.name for ckpt in checkpoints}:
+        writer.finish(tokens_file, tokens_shape)
+    for arch in {ckpt.architecture.name for ckpt, _, _ in coders}:
         counts = {c.hookpoint: w.firing for c, _, w in coders if c.architecture.name == arch}
         with atomic_path(out_dir / arch / "log" / FIRING_COUNTS_FILE) as tmp:
             torch.save(counts, tmp)
     # config.json last: its presence marks a hookpoint's cache as complete.
     for ckpt, _, writer in coders:
         write_json(writer.folder / CONFIG_FILE, _config_for(ckpt, config))
-    shutil.rmtree(staging)
-    return report
 
 
 def _stop_when_all(store: dict, hookpoints: list[str]):

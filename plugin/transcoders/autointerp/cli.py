@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from . import stats
+from .. import formatting
 from .config import SCORERS, TOP_TOKENS, AutointerpConfig
+from .summary import control_warnings, interval
 
 _DEFAULTS = AutointerpConfig()
 
@@ -125,8 +126,8 @@ def autointerp_command(run_dir: Path, **options) -> None:
         m = g["headline"]
         click.echo(
             f"{g['architecture']:<16} {g['hookpoint']:<14} {g['scorer']:<10} {m} "
-            f"{_fmt(g, m)}  shuffled {_fmt(g, 'shuffled_' + m)}  real − shuffled "
-            f"{_fmt(g, 'real_minus_shuffled_' + m)}  (n={g['latents']})"
+            f"{_fmt(g, m, 'real')}  shuffled {_fmt(g, m, 'shuffled')}  real − shuffled "
+            f"{_fmt(g, m, 'real_minus_shuffled')}  (n={g['latents']})"
         )
     for c in summary.get("latent_counts", []):
         click.echo(
@@ -137,10 +138,11 @@ def autointerp_command(run_dir: Path, **options) -> None:
     for c in summary["comparisons"]:
         click.echo(
             f"{c['a']} − {c['b']} {c['hookpoint']} {c['scorer']} {c['metric']}: "
-            f"{_fmt(c, 'a_minus_b')}, frequency-matched {_fmt(c, 'matched_a_minus_b')} "
+            f"{_fmt(c, c['metric'], 'a_minus_b')}, frequency-matched "
+            f"{_fmt(c, c['metric'], 'matched_a_minus_b')} "
             "(unpaired bootstrap over latents)"
         )
-    for warning in stats.control_warnings(summary):
+    for warning in control_warnings(summary):
         click.echo(f"Warning: {warning} Interpret more latents (--latents) or use another explainer.")
     for f in summary["failed_explanations"]:
         if f["failed_parse"]:
@@ -152,7 +154,5 @@ def autointerp_command(run_dir: Path, **options) -> None:
     click.echo(f"Per-latent results and summary in {out}")
 
 
-def _fmt(group: dict, key: str) -> str:
-    if group.get(key) is None:
-        return "n/a"
-    return f"{group[key]:.3f} [{group[key + '_low']:.3f}, {group[key + '_high']:.3f}]"
+def _fmt(row: dict, metric: str, kind: str) -> str:
+    return formatting.interval(*interval(row, metric, kind) or (None, None, None))

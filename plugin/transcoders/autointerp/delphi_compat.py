@@ -1,6 +1,6 @@
 """Workarounds for eai-delphi: importing it without vllm, reproducible scorers
-(`seed_scorer`) and test examples held out from the explainer's (`held_out_test`); each
-docstring says why and when it can go.
+(`seed_scorer`), test examples held out from the explainer's (`held_out_test`) and
+client errors that stop a run (`Watched`); each docstring says why and when it can go.
 
 Import Delphi's explainers and scorers on machines without vllm.
 
@@ -144,3 +144,32 @@ def held_out_test(record, n_train: int, n_test: int, n_quantiles: int, tokenizer
         example.str_tokens = tokenizer.batch_decode(example.tokens)
     record.test = test
     return record
+
+
+class Watched:
+    """Forwards to a Delphi client and remembers its exceptions.
+
+    Why: eai-delphi 0.1.3's classifier scorers swallow client errors and count them as
+    unparsed answers, but an endpoint that failed past its retries must stop the run,
+    not turn into missing predictions. The caller checks `errors` after each scorer
+    call. Delphi only calls `generate` and reads `model`, so this need not subclass
+    its `Client` (and this module imports without Delphi).
+
+    When it can go: once Delphi's scorers let client errors propagate.
+    """
+
+    def __init__(self, client):
+        self.model = client.model
+        self.client = client
+        self.errors: list[BaseException] = []
+
+    async def generate(self, prompt, **kwargs):
+        # A scorer sends a latent's prompts one after another and carries on past a
+        # failed one: fail the rest at once instead of waiting out each one's retries.
+        if self.errors:
+            raise self.errors[0]
+        try:
+            return await self.client.generate(prompt, **kwargs)
+        except Exception as err:
+            self.errors.append(err)
+            raise

@@ -4,7 +4,7 @@ Everything autointerp writes is derived: a cache, explanations, scores, the cont
 pairing. Writes are atomic, so a kill never leaves half a file, but a disk fault or a
 hand edit can. A derived file that does not read back as what it should hold is
 reported in one warning line naming it and then recomputed; it never crashes the run
-and is never used.
+and is never used. What cannot be recomputed stops the run with an `AutointerpError`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 log = logging.getLogger("transcoders.autointerp")
+
+
+class AutointerpError(UserError):
+    """Autointerp cannot go on; finished latents are on disk and a rerun resumes."""
 
 
 def read_json(file: Path, kind: type, redo: str) -> Any | None:

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import formatting
+
 
 def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
     """Area under the ROC curve: the chance a random positive outscores a random
@@ -74,7 +76,7 @@ class Interval:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.n})"
+        return f"{formatting.interval(self.value, self.low, self.high)} (n={self.n})"
 
 
 def _clean(values: Sequence[float | None]) -> np.ndarray:
@@ -235,20 +237,3 @@ def derangement(n: int, seed: int) -> list[int]:
         perm[i], perm[j] = perm[j], perm[i]
     return perm
 
-
-def control_warnings(summary: dict | None) -> list[str]:
-    """One line per (architecture, hookpoint, scorer) whose real explanations do not
-    score clearly above the shuffled control (the paired 95% interval reaches zero):
-    there the scores measure nothing about the explanations."""
-    lines = []
-    for g in (summary or {}).get("groups", []):
-        low = g.get(f"real_minus_shuffled_{g['headline']}_low")
-        if low is not None and low > 0:
-            continue
-        bound = "not computed: no control was scored" if low is None else f"lower bound {low:.3f}"
-        lines.append(
-            f"{g['architecture']} at {g['hookpoint']}: {g['scorer']} scores of real "
-            f"explanations are not clearly above the shuffled control (real − shuffled "
-            f"{bound}); they measure nothing about these explanations."
-        )
-    return lines

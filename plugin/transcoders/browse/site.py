@@ -2,8 +2,8 @@
 opens from disk, for every architecture and hookpoint with autointerp results.
 
 Everything shown is read back from what autointerp and evaluation wrote: latents.csv and
-summary.json, the explanations and score lists, the latent cache (through the
-pipeline's own `latent_records`, so examples are the windows Delphi's explainer and
+summary.json, the explanations and score lists, the latent cache (through
+autointerp's own `latent_records`, so examples are the windows Delphi's explainer and
 scorers saw), and RUN/evaluation.json when present. Only the logit panel computes: the
 subject model's unembedding applied to each latent's decoder row.
 
@@ -35,12 +35,14 @@ import pandas as pd
 import torch
 from safetensors.numpy import load_file
 
-from .. import checkpoints
+from .. import checkpoints, formatting
 from ..atomic import write_text
 from ..autointerp import cache
 from ..autointerp.config import AutointerpConfig
-from ..autointerp.pipeline import DONORS_FILE, HEADLINE, SHUFFLED, _tokenizer, latent_counts, latent_records
+from ..autointerp.sampling import latent_counts, latent_records, load_tokenizer
+from ..autointerp.scores import DONORS_FILE, SHUFFLED
 from ..autointerp.state import read_json
+from ..autointerp.summary import HEADLINE, interval
 from ..autointerp.tokenizer_compat import PerTokenDecoding
 from ..errors import UserError
 
@@ -85,7 +87,7 @@ def build_site(run_dir: str | Path, autointerp_dir: str | Path | None = None,
             raise BrowseError(
                 f"{results} has results for {arch}/{hp} but {run_dir} has no such coder: "
                 "pass the run that autointerp read, or its own --autointerp folder")
-    tokenizer = _tokenizer(model_name)
+    tokenizer = load_tokenizer(model_name)
     unembed = _unembedding(model_name, device)
 
     rows, overviews = [], []
@@ -292,18 +294,16 @@ def _overview(arch, hp, group, results: Path, cfg, summary: dict, evaluation: di
         "evaluation": {k: evals[0].get(k) for k in ("fvu", "delta_ce", "kl", "l0")} if evals else None,
         "groups": [{
             "scorer": g["scorer"], "metric": g["headline"], "latents": g["latents"],
-            "real": _interval(g, g["headline"]), "shuffled": _interval(g, f"shuffled_{g['headline']}"),
-            "diff": _interval(g, f"real_minus_shuffled_{g['headline']}"),
+            "real": _interval(g, "real"), "shuffled": _interval(g, "shuffled"),
+            "diff": _interval(g, "real_minus_shuffled"),
             "spearman": g.get("spearman_frequency"),
         } for g in groups],
         "counts": latent_count,
     }
 
 
-def _interval(g: dict, key: str) -> str:
-    if g.get(key) is None:
-        return "–"
-    return f"{g[key]:.3f} [{g[f'{key}_low']:.3f}, {g[f'{key}_high']:.3f}]"
+def _interval(g: dict, kind: str) -> str:
+    return formatting.interval(*interval(g, g["headline"], kind) or (None, None, None), missing="–")
 
 
 def _bars(title: str, series: list[tuple[str, list[float], str]], low=None, high=None, bins=HIST_BINS) -> dict:
