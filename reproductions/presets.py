@@ -25,34 +25,35 @@ folder; git ignores it, so running a reproduction never dirties a checkout."""
 
 @dataclass(frozen=True)
 class Preset:
-    """One reproduction setting: what to train, evaluate and interpret."""
+    """One reproduction setting: what to train, evaluate and interpret. Training
+    settings default to `transcoders train`'s."""
 
     name: str
     description: str
 
-    model: str = "embedded"
+    model: str = TRAINING_DEFAULTS.model
     """Subject model: `embedded`, a hub id or a local path."""
 
-    dataset: str = "embedded"
+    dataset: str = TRAINING_DEFAULTS.dataset
     """Corpus: `embedded`, a HF dataset id or a local folder of text files."""
 
-    dataset_split: str = "train"
+    dataset_split: str = TRAINING_DEFAULTS.dataset_split
     """HF split for training rows (ignored by embedded/local corpora)."""
 
-    eval_split: str = "validation"
+    eval_split: str = TRAINING_DEFAULTS.eval_split
     """HF split for held-out rows (ignored by embedded/local corpora)."""
 
-    hookpoints: tuple[str, ...] = ("layers.6.mlp",)
+    hookpoints: tuple[str, ...] = tuple(TRAINING_DEFAULTS.hookpoints)
     """Module names or globs relative to the model's base_model."""
 
-    architectures: tuple[str, ...] = ("sae", "transcoder", "skip-transcoder")
+    architectures: tuple[str, ...] = tuple(TRAINING_DEFAULTS.architectures)
 
-    k: int = 32
-    expansion_factor: int = 16
-    num_latents: int = 0
+    k: int = TRAINING_DEFAULTS.k
+    expansion_factor: int = TRAINING_DEFAULTS.expansion_factor
+    num_latents: int = TRAINING_DEFAULTS.num_latents
     """Exact latent count; 0 means `expansion_factor` × width."""
 
-    train_tokens: int = 200_000
+    train_tokens: int = TRAINING_DEFAULTS.tokens
     """Training tokens per architecture."""
 
     normalize: bool = TRAINING_DEFAULTS.normalize
