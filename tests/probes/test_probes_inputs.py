@@ -20,6 +20,7 @@ from transcoders.checkpoints import CheckpointError, find
 from transcoders.cli import main
 from transcoders.errors import file_system_error
 from transcoders.evaluation import EvalConfig
+from transcoders.run import Manifest
 from transcoders.training import TrainingConfig
 from transcoders.validation import ConfigError
 
@@ -224,7 +225,7 @@ def test_evaluate_rejects_an_empty_name(tmp_path, field, value):
 
 
 def test_unset_fields_come_from_the_manifest():
-    manifest = {"config": {"model": "m", "ctx_len": 64, "eval_tokens": 640, "seed": 3}}
+    manifest = Manifest(config={"model": "m", "ctx_len": 64, "eval_tokens": 640, "seed": 3})
     resolved = EvalConfig(run_dir="run", device="cpu").resolve(manifest)
     assert (resolved.ctx_len, resolved.tokens, resolved.seed) == (64, 640, 3)
     resolved = EvalConfig(run_dir="run", tokens=128, ctx_len=16, device="cpu").resolve(manifest)
