@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from transcoders.atomic import write_json
 from transcoders.autointerp.config import AutointerpConfig
+from transcoders.autointerp.summary import SUMMARY_JSON
 from transcoders.data.corpus import is_hf
 from transcoders.evaluation.evaluate import RESULTS_JSON, EvalConfig
 from transcoders.run import MANIFEST_FILE, Manifest, has_manifest
@@ -218,7 +219,7 @@ def autointerp_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
     from transcoders.autointerp.pipeline import run_autointerp
 
     cfg = autointerp_run_config(preset, run_dir)
-    summary = Path(cfg.out) / "summary.json"
+    summary = Path(cfg.out) / SUMMARY_JSON
     stages.run("autointerp", config_key(cfg.__dict__), summary, lambda: run_autointerp(run_dir, cfg))
     return json.loads(summary.read_text())
 
@@ -229,7 +230,7 @@ def browse_stage(stages: Stages, preset: Preset, run_dir: Path, out: Path) -> Pa
 
     cfg = autointerp_run_config(preset, run_dir)
     index = out / "index.html"
-    summary = Path(cfg.out) / "summary.json"
+    summary = Path(cfg.out) / SUMMARY_JSON
     key = config_key({"autointerp": _digest(summary), "out": str(out)})
     stages.run("browse", key, index, lambda: build_site(run_dir, cfg.out, out, device=cfg.device))
     return out

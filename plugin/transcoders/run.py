@@ -3,6 +3,8 @@
     <run>/manifest.json                            `Manifest`
     <run>/<architecture>/<hookpoint>/cfg.json      sparsify's coder config
     <run>/<architecture>/<hookpoint>/sae.safetensors
+    <run>/evaluation.json, evaluation.csv          `transcoders evaluate`
+    <run>/autointerp/                              `transcoders autointerp` (default)
 
 Below each architecture is sparsify's own checkpoint layout, so sparsify loads every
 coder. A plain sparsify directory (`<dir>/<hookpoint>/...`) has no manifest.
@@ -35,6 +37,11 @@ class CheckpointError(UserError, ValueError):
 def coder_dir(run_dir: str | Path, architecture: str, hookpoint: str) -> Path:
     """Where the coder of `architecture` at `hookpoint` lives in a run."""
     return Path(run_dir) / architecture / hookpoint
+
+
+def autointerp_dir(run_dir: str | Path) -> Path:
+    """Where autointerp writes a run's results unless told otherwise."""
+    return Path(run_dir) / "autointerp"
 
 
 def has_manifest(folder: str | Path) -> bool:

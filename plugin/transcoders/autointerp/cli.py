@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import formatting
+from ..run import autointerp_dir
 from .config import SCORERS, TOP_TOKENS, AutointerpConfig
 from .summary import control_warnings, interval
 
@@ -121,7 +122,7 @@ def autointerp_command(run_dir: Path, **options) -> None:
         summary = run_autointerp(run_dir, cfg)
     finally:
         logger.removeHandler(handler)
-    out = options["out"] or run_dir / "autointerp"
+    out = options["out"] or autointerp_dir(run_dir)
     for g in summary["groups"]:
         m = g["headline"]
         click.echo(

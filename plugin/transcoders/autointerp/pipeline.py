@@ -32,7 +32,7 @@ import pandas as pd
 from .. import checkpoints, hub, runlock
 from ..atomic import atomic_path, write_json
 from ..data import EMBEDDED, load_corpus, tokenize
-from ..run import CheckpointError, Manifest, warn_unfinished
+from ..run import CheckpointError, Manifest, autointerp_dir, warn_unfinished
 from . import cache, models, stats
 from .config import AutointerpConfig
 from .explanations import explain
@@ -40,7 +40,7 @@ from .sampling import latent_counts, latent_name, latent_records, load_tokenizer
 from .scores import DONORS_FILE, SHUFFLED, forget_stale_scores, score, score_jobs
 from .settings import SETTINGS_FILE, check_same_settings
 from .state import AutointerpError
-from .summary import summarise
+from .summary import LATENTS_CSV, SUMMARY_CSV, SUMMARY_JSON, summarise
 
 
 def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
@@ -63,7 +63,7 @@ def run_autointerp(run_dir: str | Path, cfg: AutointerpConfig) -> dict:
             f"No checkpoint in {run_dir} matches architectures={cfg.architectures} "
             f"hookpoints={cfg.hookpoints}"
         )
-    out = Path(cfg.out) if cfg.out else run_dir / "autointerp"
+    out = Path(cfg.out) if cfg.out else autointerp_dir(run_dir)
     manifest = _manifest(run_dir, ckpts)
     model_name = cfg.model or manifest.get("model", EMBEDDED)
     dataset = cfg.dataset or manifest.get("dataset", EMBEDDED)
@@ -93,13 +93,13 @@ def _run(ckpts, out: Path, cfg: AutointerpConfig, model_name: str, dataset: str)
         rows += _explain_and_score(ckpt, out, cfg, tokenizer, explainer, scorers)
 
     latents_df = pd.DataFrame(rows)
-    with atomic_path(out / "latents.csv") as tmp:
+    with atomic_path(out / LATENTS_CSV) as tmp:
         latents_df.to_csv(tmp, index=False)
     summary = summarise(latents_df, cfg)
     summary.config = asdict(cfg)
     data = summary.to_dict()
-    write_json(out / "summary.json", data)
-    with atomic_path(out / "summary.csv") as tmp:
+    write_json(out / SUMMARY_JSON, data)
+    with atomic_path(out / SUMMARY_CSV) as tmp:
         pd.DataFrame(data["groups"]).to_csv(tmp, index=False)
     return data
 

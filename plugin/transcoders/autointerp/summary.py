@@ -17,6 +17,11 @@ import pandas as pd
 from . import stats
 from .config import AutointerpConfig
 
+SUMMARY_JSON = "summary.json"
+SUMMARY_CSV = "summary.csv"
+"""The summary's `groups`, one row each."""
+LATENTS_CSV = "latents.csv"
+"""One row per latent, scorer and control: what the summary is computed from."""
 # The number each scorer is summarised by: the paper reports balanced accuracy for
 # detection and fuzzing; the embedding scorer gives similarities, so AUROC.
 HEADLINE = {"detection": "balanced_accuracy", "fuzzing": "balanced_accuracy", "embedding": "auroc"}

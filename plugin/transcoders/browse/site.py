@@ -35,16 +35,18 @@ import pandas as pd
 import torch
 from safetensors.numpy import load_file
 
-from .. import checkpoints, formatting
+from .. import checkpoints, formatting, run
 from ..atomic import write_text
 from ..autointerp import cache
 from ..autointerp.config import AutointerpConfig
 from ..autointerp.sampling import latent_counts, latent_records, load_tokenizer
 from ..autointerp.scores import DONORS_FILE, SHUFFLED
+from ..autointerp.settings import SETTINGS_FILE
 from ..autointerp.state import read_json
-from ..autointerp.summary import HEADLINE, interval
+from ..autointerp.summary import HEADLINE, LATENTS_CSV, SUMMARY_JSON, interval
 from ..autointerp.tokenizer_compat import PerTokenDecoding
 from ..errors import UserError
+from ..evaluation.evaluate import RESULTS_JSON
 
 LOGIT_TOKENS = 10
 HIST_BINS = 20
@@ -60,10 +62,10 @@ def build_site(run_dir: str | Path, autointerp_dir: str | Path | None = None,
     """Write the browser for `run_dir`'s autointerp results (default
     `RUN/autointerp`) to `out` (default `<autointerp>/browser`); returns `out`."""
     run_dir = Path(run_dir)
-    results = Path(autointerp_dir) if autointerp_dir else run_dir / "autointerp"
-    summary = read_json(results / "summary.json", dict, "not browsing it")
-    if summary is None or not (results / "latents.csv").is_file():
-        others = sorted(p.parent.name for p in run_dir.glob("autointerp*/summary.json"))
+    results = Path(autointerp_dir) if autointerp_dir else run.autointerp_dir(run_dir)
+    summary = read_json(results / SUMMARY_JSON, dict, "not browsing it")
+    if summary is None or not (results / LATENTS_CSV).is_file():
+        others = sorted(p.parent.name for p in run_dir.glob(f"autointerp*/{SUMMARY_JSON}"))
         found = f" ({run_dir} holds {', '.join(others)})" if others and not autointerp_dir else ""
         raise BrowseError(
             f"{results} holds no finished autointerp results (summary.json and latents.csv); "
@@ -72,10 +74,10 @@ def build_site(run_dir: str | Path, autointerp_dir: str | Path | None = None,
     out = Path(out) if out else results / "browser"
     fields = {f.name for f in dataclasses.fields(AutointerpConfig)}
     cfg = AutointerpConfig(**{k: v for k, v in summary.get("config", {}).items() if k in fields})
-    settings = read_json(results / "settings.json", dict, "using the summary's config") or {}
+    settings = read_json(results / SETTINGS_FILE, dict, "using the summary's config") or {}
     model_name = settings.get("model") or cfg.model or "embedded"
-    df = pd.read_csv(results / "latents.csv")
-    evaluation = read_json(run_dir / "evaluation.json", dict, "leaving FVU, ΔCE and KL out") or {}
+    df = pd.read_csv(results / LATENTS_CSV)
+    evaluation = read_json(run_dir / RESULTS_JSON, dict, "leaving FVU, ΔCE and KL out") or {}
 
     try:
         ckpts = {(c.architecture.name, c.hookpoint): c for c in checkpoints.find(run_dir, cfg.reads)}
