@@ -180,7 +180,8 @@ class _SplitWriter:
             n = self.counts[s]
             tensors = [
                 ("locations", loc_dtype, (n, 3), self.staging / f"{s}.locations", np.uint32),
-                ("activations", np.dtype(np.float16), (n,), self.staging / f"{s}.activations", None),
+                ("activations", np.dtype(np.float16), (n,), self.staging / f"{s}.activations",
+                 None),
                 ("tokens", np.dtype(np.int64), tokens_shape, tokens_file, None),
             ]
             with atomic_path(self.folder / f"{lo}_{hi}.safetensors") as tmp:
@@ -255,8 +256,9 @@ def cache_latents(
     """Cache every checkpoint's latents on `tokens` (rows of token ids) in one pass.
 
     `config` is written as each hookpoint's `config.json` (Delphi's `CacheConfig`
-    fields plus `model_name`), with the coder's weights hash added. A coder holds at most `buffer_size` nonzero activations
-    in memory (plus one batch) before they go to disk.
+    fields plus `model_name`), with the coder's weights hash added. A coder holds at
+    most `buffer_size` nonzero activations in memory (plus one batch) before they go
+    to disk.
     """
     out_dir = Path(out_dir)
     device = next(model.parameters()).device
@@ -274,7 +276,8 @@ def cache_latents(
 
 
 def _open_coders(
-    checkpoints: list[Checkpoint], out_dir: Path, device: torch.device, n_splits: int, buffer_size: int, report
+    checkpoints: list[Checkpoint], out_dir: Path, device: torch.device, n_splits: int,
+    buffer_size: int, report
 ) -> list:
     """(checkpoint, coder, writer) for each checkpoint (they are not hashable), its
     earlier cache removed."""
@@ -291,7 +294,8 @@ def _open_coders(
 
 
 def _encode(
-    model: nn.Module, device: torch.device, tokens, batch_size: int, coders: list, tokens_file: Path, report
+    model: nn.Module, device: torch.device, tokens, batch_size: int, coders: list,
+    tokens_file: Path, report
 ) -> int:
     """Run the model over `tokens` batch by batch, handing each coder's nonzero
     activations to its writer and appending the token ids to `tokens_file`; returns
@@ -331,7 +335,9 @@ def _encode(
     return ctx_len
 
 
-def _write(coders: list, out_dir: Path, config: dict, tokens_file: Path, tokens_shape: tuple[int, int]) -> None:
+def _write(
+    coders: list, out_dir: Path, config: dict, tokens_file: Path, tokens_shape: tuple[int, int]
+) -> None:
     """Each coder's safetensors splits, each architecture's firing counts, and then
     each hookpoint's config.json."""
     for _, _, writer in coders:

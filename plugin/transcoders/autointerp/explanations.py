@@ -20,7 +20,9 @@ def usable(explanation: Any) -> bool:
     return isinstance(explanation, str) and explanation.strip() not in ("", UNPARSED)
 
 
-def explain(records, explainer, folder: Path, label: str, cfg: AutointerpConfig) -> tuple[dict, set[str]]:
+def explain(
+    records, explainer, folder: Path, label: str, cfg: AutointerpConfig
+) -> tuple[dict, set[str]]:
     """Usable explanations by latent name, loading saved ones and saving each new one,
     and the names explained in this call. Unusable answers are not saved."""
     done, fresh, todo = {}, set(), []

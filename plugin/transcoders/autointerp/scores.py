@@ -60,7 +60,9 @@ def score_jobs(records, scorers, explanations: dict, donors: dict) -> list[Score
     return jobs
 
 
-def score(jobs: list[ScoreJob], scorers: dict, folder: Path, label: str, cfg: AutointerpConfig) -> dict[tuple[str, str, str], dict]:
+def score(
+    jobs: list[ScoreJob], scorers: dict, folder: Path, label: str, cfg: AutointerpConfig
+) -> dict[tuple[str, str, str], dict]:
     """Metrics by `ScoreJob.key`, loading valid saved scores and scoring the rest,
     each saved as it finishes."""
     metrics, todo = {}, []
