@@ -205,13 +205,13 @@ def evaluate_stage(stages: Stages, preset: Preset, run_dir: Path) -> dict:
 
 def autointerp_run_config(preset: Preset, run_dir: Path) -> AutointerpConfig:
     """The autointerp config of `preset`, writing into its folder under `run_dir`."""
-    from transcoders.autointerp.settings import TEST_SAMPLING
+    from transcoders.autointerp.settings import folder_settings
 
     cfg = autointerp_config(preset)
-    # Scorers are left out of the folder's key: adding one reuses the cache and the
-    # explanations, and Delphi's per-scorer files say which scores already exist.
-    # The test-example rule is in it: scores drawn under another rule are not reused.
-    folder_key = config_key({**cfg.__dict__, "scorers": None, "out": None, "test_sampling": TEST_SAMPLING})
+    # Keyed by what the folder's settings guard compares, so a change that leaves the
+    # results on disk valid (more latents, another scorer, the device, client
+    # timeouts) resumes in the same folder instead of starting a new one.
+    folder_key = config_key(folder_settings(cfg, cfg.model, cfg.dataset))
     return replace(cfg, out=str(run_dir / f"autointerp-{folder_key}"))
 
 

@@ -272,3 +272,17 @@ def test_table_reports_dead_window_eligibility_and_matched_unpaired_differences(
     assert row["embedding auroc frequency-matched (unpaired)"].startswith("0.100 [")
     assert "100% of latents" in row["embedding auroc frequency-matched (unpaired)"]
     assert "paired by latent" not in " ".join(pairs.columns)
+
+
+def test_autointerp_folder_changes_only_with_settings_that_change_saved_results(tmp_path):
+    """More latents or another scorer resume in the same folder; another explainer
+    or example length is a new folder."""
+    from reproductions.stages import autointerp_run_config
+
+    base = presets.get("embedded")
+    folder = lambda **kw: autointerp_run_config(dataclasses.replace(base, **kw), tmp_path).out  # noqa: E731
+    same = folder()
+    assert folder(latents=base.latents * 2) == same
+    assert folder(scorers=("detection",)) == same
+    assert folder(explainer="local:tiny") != same
+    assert folder(example_ctx_len=base.example_ctx_len * 2) != same

@@ -21,14 +21,20 @@ _RESUMABLE = {
 TEST_SAMPLING = "fixed count by quantile of the held-out examples"
 
 
-def check_same_settings(out: Path, cfg: AutointerpConfig, model: str, dataset: str) -> dict:
-    """Refuse to mix results of different settings in one folder: a rerun resumes only
-    the run that wrote it (more latents or scorers are fine). Returns the settings."""
-    settings = {
+def folder_settings(cfg: AutointerpConfig, model: str | None, dataset: str | None) -> dict:
+    """The settings every explanation and score in one output folder was made with:
+    all but those that change nothing already on disk."""
+    return {
         k: v for k, v in {**asdict(cfg), "model": model, "dataset": dataset,
                           "test_sampling": TEST_SAMPLING}.items()
         if k not in _RESUMABLE
     }
+
+
+def check_same_settings(out: Path, cfg: AutointerpConfig, model: str, dataset: str) -> dict:
+    """Refuse to mix results of different settings in one folder: a rerun resumes only
+    the run that wrote it (more latents or scorers are fine). Returns the settings."""
+    settings = folder_settings(cfg, model, dataset)
     file = out / SETTINGS_FILE
     if file.is_file():
         # Not recomputed like the other files: it is what ties every explanation and
