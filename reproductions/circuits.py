@@ -57,7 +57,7 @@ ATTRIBUTION = {
 }
 """circuit-tracer's settings. Its defaults (batch 512, no cap on features) are sized
 for a GPU. A prompt of 11 tokens has 11 × 30 × k = 5280 active features; attributing
-the 2048 most influential keeps one graph to a couple of minutes on 2 CPU cores, and
+the 2048 most influential keeps one graph under a couple of minutes on 2 CPU cores, and
 the pruning thresholds keep the committed graph files small."""
 
 HELDOUT_TOKENS = 512
