@@ -194,9 +194,13 @@ def _train(
     cfg: TrainingConfig, *, resume: bool, overwrite: bool, rank_zero: bool
 ) -> Manifest:
     archs = [architectures.get(name) for name in cfg.architectures]
-    manifest = prepare_run_dir(cfg, resume=resume, overwrite=overwrite) if rank_zero else Manifest()
+    manifest = prepare_run_dir(cfg, resume=resume, overwrite=overwrite) if rank_zero else None
     if dist.is_initialized():
         dist.barrier()
+    if manifest is None:
+        # The manifest rank zero continues from, so that every rank skips the same
+        # finished architectures and folds with the same scales.
+        manifest = Manifest.read(cfg.out) or Manifest()
 
     device = _device(cfg.device)
     model, tokenizer = load_model(cfg.model, device=device)
