@@ -14,9 +14,7 @@ import click
 
 from transcoders import validation
 from transcoders.errors import UserError
-from transcoders.training import TrainingConfig
-
-TRAINING_DEFAULTS = TrainingConfig(out="")
+from transcoders.training.config import DEFAULTS as TRAINING_DEFAULTS
 
 RUNS = Path("runs")
 """Where every preset's work and results go by default, relative to the current

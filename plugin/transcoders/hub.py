@@ -233,7 +233,6 @@ def identify_run(
     """`identify` for a caller that has no model loaded yet (autointerp): loads the
     run's model and a few rows of `dataset`'s `split` only when a coder needs it."""
     from .data import EMBEDDED, load_model
-    from .run import Manifest
 
     manifest = Manifest.read(run_dir)
     plugin_run = manifest is not None

@@ -6,11 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..training.config import TrainingConfig
+from ..training.config import DEFAULTS as TRAINING_DEFAULTS
 from .evaluate import RESULTS_CSV, RESULTS_JSON, EvalConfig, evaluate, table
-
-# A directory without a run manifest is evaluated on `train`'s defaults.
-_TRAIN = TrainingConfig(out="")
 
 # The printed table leaves out the long columns; the CSV has them all.
 PRINTED = [
@@ -23,16 +20,17 @@ PRINTED = [
 @click.argument(
     "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
-@click.option("--tokens", type=int, help="Held-out tokens to evaluate, at least "
-              f"--ctx-len (default: the run's --eval-tokens, else {_TRAIN.eval_tokens}).")
+@click.option("--tokens", type=int, help="Held-out tokens to evaluate, at least --ctx-len "
+              f"(default: the run's --eval-tokens, else {TRAINING_DEFAULTS.eval_tokens}).")
 @click.option("--model", help="Subject model (default: the run's; required for a "
               "plain sparsify checkpoint directory).")
 @click.option("--dataset", help="Corpus whose held-out split is used (default: the "
-              f"run's, else {_TRAIN.dataset}).")
+              f"run's, else {TRAINING_DEFAULTS.dataset}).")
 @click.option("--eval-split", help="HF split expression for held-out rows of an HF "
-              f"dataset (default: the run's, else {_TRAIN.eval_split}).")
+              f"dataset (default: the run's, else {TRAINING_DEFAULTS.eval_split}).")
 @click.option("--ctx-len", type=int,
-              help=f"Tokens per sequence, 1 or more (default: the run's, else {_TRAIN.ctx_len}).")
+              help="Tokens per sequence, 1 or more (default: the run's, else "
+              f"{TRAINING_DEFAULTS.ctx_len}).")
 @click.option("--batch-size", default=EvalConfig.batch_size, show_default=True,
               help="Sequences per forward pass: 1 or more.")
 @click.option("--seed", type=int,

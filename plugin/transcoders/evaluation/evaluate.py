@@ -30,7 +30,7 @@ from ..data import load_corpus, load_model, tokenize
 from ..errors import FileSystemError, UserError
 from ..hookpoints import HookpointError, module_widths, resolve_hookpoints
 from ..run import CONFIG_FILE, MANIFEST_FILE, Manifest
-from ..training.config import TrainingConfig
+from ..training.config import DEFAULTS as TRAINING_DEFAULTS
 from . import metrics
 from .splice import Replacement, splice, zero_ablation
 
@@ -122,13 +122,12 @@ class EvalConfig:
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        training = TrainingConfig(out="")
 
         def unset(name: str, run_name: str | None = None):
             value = getattr(self, name)
             if value is not None:
                 return value
-            return run.get(run_name or name, getattr(training, run_name or name))
+            return run.get(run_name or name, getattr(TRAINING_DEFAULTS, run_name or name))
 
         return replace(
             self,

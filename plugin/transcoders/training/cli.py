@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .config import TrainingConfig
+from .config import DEFAULTS, TrainingConfig
 from .normalize import SCALE_BATCHES
 from .train import init_distributed, train
-
-_DEFAULTS = TrainingConfig(out="")
 
 
 def _csv(_ctx, _param, value: str) -> list[str]:
@@ -16,57 +14,57 @@ def _csv(_ctx, _param, value: str) -> list[str]:
 
 
 @click.command("train")
-@click.option("--arch", "architectures", default=",".join(_DEFAULTS.architectures),
+@click.option("--arch", "architectures", default=",".join(DEFAULTS.architectures),
               show_default=True, callback=_csv,
               help="Comma-separated architectures (see `transcoders architectures`).")
-@click.option("--hookpoints", default=",".join(_DEFAULTS.hookpoints), show_default=True,
+@click.option("--hookpoints", default=",".join(DEFAULTS.hookpoints), show_default=True,
               callback=_csv,
               help="Comma-separated module names or globs, e.g. 'layers.*.mlp'.")
-@click.option("--model", default=_DEFAULTS.model, show_default=True,
+@click.option("--model", default=DEFAULTS.model, show_default=True,
               help="'embedded' (offline SmolLM2-135M-Instruct), a hub id or a local path.")
-@click.option("--dataset", default=_DEFAULTS.dataset, show_default=True,
+@click.option("--dataset", default=DEFAULTS.dataset, show_default=True,
               help="'embedded' (Shakespeare), a HF dataset id or a folder of .txt/.md files.")
-@click.option("--dataset-split", default=_DEFAULTS.dataset_split, show_default=True,
+@click.option("--dataset-split", default=DEFAULTS.dataset_split, show_default=True,
               help="HF split for training rows, e.g. 'train[:1%]'.")
-@click.option("--eval-split", default=_DEFAULTS.eval_split, show_default=True,
+@click.option("--eval-split", default=DEFAULTS.eval_split, show_default=True,
               help="HF split for the held-out FVU.")
-@click.option("--k", default=_DEFAULTS.k, show_default=True,
+@click.option("--k", default=DEFAULTS.k, show_default=True,
               help="Active latents per token: 1 or more, at most the number of latents.")
-@click.option("--expansion-factor", default=_DEFAULTS.expansion_factor, show_default=True,
+@click.option("--expansion-factor", default=DEFAULTS.expansion_factor, show_default=True,
               help="Latents per input dimension: 1 or more.")
-@click.option("--num-latents", default=_DEFAULTS.num_latents, show_default=True,
+@click.option("--num-latents", default=DEFAULTS.num_latents, show_default=True,
               help="Exact latent count, overriding --expansion-factor; 0 uses "
               "--expansion-factor.")
-@click.option("--tokens", default=_DEFAULTS.tokens, show_default=True,
+@click.option("--tokens", default=DEFAULTS.tokens, show_default=True,
               help="Training tokens per architecture: at least one batch "
               "(--ctx-len x --batch-size).")
-@click.option("--eval-tokens", default=_DEFAULTS.eval_tokens, show_default=True,
+@click.option("--eval-tokens", default=DEFAULTS.eval_tokens, show_default=True,
               help="Held-out tokens for the manifest's FVU: at least --ctx-len.")
-@click.option("--ctx-len", default=_DEFAULTS.ctx_len, show_default=True,
+@click.option("--ctx-len", default=DEFAULTS.ctx_len, show_default=True,
               help="Tokens per sequence: 1 or more.")
-@click.option("--batch-size", default=_DEFAULTS.batch_size, show_default=True,
+@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True,
               help="Sequences per optimizer step: 1 or more.")
 @click.option("--lr", type=float, default=None,
               help="Learning rate, above 0 (default: sparsify's rule from the number "
               "of latents).")
-@click.option("--normalize/--no-normalize", default=_DEFAULTS.normalize, show_default=True,
+@click.option("--normalize/--no-normalize", default=DEFAULTS.normalize, show_default=True,
               help="Train on input and target scaled to unit mean square per coordinate "
               f"(a power of two from the first {SCALE_BATCHES} batches), folded back into "
               "the saved weights: checkpoints stay plain sparsify checkpoints of raw activations.")
-@click.option("--auxk-alpha", default=_DEFAULTS.auxk_alpha, show_default=True,
+@click.option("--auxk-alpha", default=DEFAULTS.auxk_alpha, show_default=True,
               help="Weight of sparsify's AuxK loss on dead latents: 0 (off) or more.")
-@click.option("--dead-tokens", default=_DEFAULTS.dead_tokens, show_default=True,
+@click.option("--dead-tokens", default=DEFAULTS.dead_tokens, show_default=True,
               help="Tokens without firing after which AuxK treats a latent as dead: 1 or more.")
-@click.option("--k-decay-steps", default=_DEFAULTS.k_decay_steps, show_default=True,
+@click.option("--k-decay-steps", default=DEFAULTS.k_decay_steps, show_default=True,
               help="Steps over which k falls linearly from 10 x the input width to --k "
               "(sparsify's k schedule); 0 is off.")
-@click.option("--seed", default=_DEFAULTS.seed, show_default=True,
+@click.option("--seed", default=DEFAULTS.seed, show_default=True,
               help="Seeds the data order and every coder's initialisation: 0 or more.")
-@click.option("--save-every", default=_DEFAULTS.save_every, show_default=True,
+@click.option("--save-every", default=DEFAULTS.save_every, show_default=True,
               help="Checkpoint interval in steps: 1 or more.")
 @click.option("--no-truncate", is_flag=True,
               help="Run the whole model while training (default: stop at the last hooked layer).")
-@click.option("--device", default=_DEFAULTS.device, show_default=True,
+@click.option("--device", default=DEFAULTS.device, show_default=True,
               help="auto (CUDA when available), cpu, cuda or cuda:N.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run directory to create.")

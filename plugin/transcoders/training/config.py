@@ -119,3 +119,7 @@ class TrainingConfig:
         """The fields that make two runs the same run (resumable into each other)."""
         skip = {"out", "save_every", "device"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
+
+
+DEFAULTS = TrainingConfig(out="")
+"""Every field at its default: what the CLIs, evaluation and the presets fall back on."""
