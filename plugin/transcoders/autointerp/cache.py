@@ -360,4 +360,3 @@ def _stop_when_all(store: dict, hookpoints: list[str]):
             raise _StopForward
 
     return hook
-

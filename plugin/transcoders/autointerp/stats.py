@@ -236,4 +236,3 @@ def derangement(n: int, seed: int) -> list[int]:
         j = int(rng.integers(0, i))
         perm[i], perm[j] = perm[j], perm[i]
     return perm
-

@@ -7,9 +7,7 @@ Every interval is stored flat as three keys, `<name>`, `<name>_low` and
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 import pandas as pd
@@ -184,10 +182,6 @@ class Summary:
             [FailedExplanations(**f) for f in data["failed_explanations"]],
             data.get("config"),
         )
-
-    @classmethod
-    def read(cls, file: str | Path) -> Summary:
-        return cls.from_dict(json.loads(Path(file).read_bytes()))
 
 
 def summarise(df: pd.DataFrame, cfg: AutointerpConfig) -> Summary:
